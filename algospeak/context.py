@@ -1,0 +1,53 @@
+"""Context for ambiguous codes: which sentences surround a match and which cues they hold.
+
+An ambiguous code ("corn", "accountant", "pdf file") is read as a code only when its own
+sentence or a neighbouring one supports that reading: one of its cues ("subscribers"), or
+another confirmed code or term of the same category. Its ``against`` cues ("grilled") veto it.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s)|\n")
+_WORD = re.compile(r"[^\W_]+")
+_WORDLIKE_CUE = re.compile(r"[^\W_]+(?: [^\W_]+)*\*?")
+
+
+class Context:
+    """Sentences of a folded text, searchable for cues."""
+
+    def __init__(self, text: str) -> None:
+        self._ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+        starts = [0, *self._ends]
+        ends = [*self._ends, len(text)]
+        self._raw = [text[s:e] for s, e in zip(starts, ends, strict=True)]
+        self._words = [" " + " ".join(_WORD.findall(raw)) + " " for raw in self._raw]
+
+    def sentence_of(self, position: int) -> int:
+        """Index of the sentence holding folded offset ``position``."""
+        return bisect_right(self._ends, position)
+
+    def window(self, sentence: int) -> range:
+        """The sentence and its neighbours."""
+        return range(max(sentence - 1, 0), min(sentence + 2, len(self._raw)))
+
+    def find_cue(self, cues: tuple[str, ...], window: range, extra: str = "") -> str | None:
+        """The first cue present in the window (or in ``extra`` words), if any.
+
+        A cue is a word or phrase matched on whole words; a trailing ``*`` matches any word
+        starting with it; a cue with symbols ("18+", an emoji) is matched as a substring.
+        """
+        words = "".join(self._words[i] for i in window) + f" {extra} "
+        raw = "".join(self._raw[i] for i in window)
+        for cue in cues:
+            if not _WORDLIKE_CUE.fullmatch(cue):
+                if cue in raw:
+                    return cue
+            elif cue.endswith("*"):
+                if f" {cue[:-1]}" in words:
+                    return cue
+            elif f" {cue} " in words:
+                return cue
+        return None

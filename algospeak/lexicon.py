@@ -1,0 +1,247 @@
+"""The algospeak lexicon: versioned data (``data/lexicon.yaml``), validated on load.
+
+Two kinds of entries:
+
+- *codes* stand for something else ("unalive" means "kill"); each variant has a plain
+  replacement. Ambiguous codes are ordinary words too ("corn") and carry context cues that
+  license the coded reading, and optionally ``against`` cues that veto it.
+- *terms* are plain sensitive words ("kill", "sex") that people disguise with leetspeak,
+  masking or spacing; the normalizer spells them out again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from algospeak.taxonomy import HARM_CATEGORIES
+
+_ID = re.compile(r"^[a-z0-9_]+$")
+_PLAIN = re.compile(r"^[a-z0-9][a-z0-9' -]*$")
+_TERM_KEYS = {"id", "category", "variants", "note"}
+_CODE_KEYS = _TERM_KEYS | {"meaning", "inflections", "ambiguous", "cues", "against"}
+_VARIATION_SELECTORS = ("\ufe0e", "\ufe0f")
+
+
+class LexiconError(ValueError):
+    """The lexicon file is malformed; the message names the file and the bad entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One lexicon entry; ``variants`` maps each spelling to the plain text it stands for."""
+
+    id: str
+    kind: Literal["code", "term"]
+    category: str
+    variants: Mapping[str, str]
+    ambiguous: bool = False
+    cues: tuple[str, ...] = ()
+    against: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def meaning(self) -> str:
+        """The replacement of the entry's first (base) variant."""
+        return next(iter(self.variants.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class Lexicon:
+    """A validated lexicon: entries in file order plus identity (version, sha256)."""
+
+    version: str
+    entries: tuple[Entry, ...]
+    sha256: str
+    source: str
+
+    @property
+    def codes(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.kind == "code")
+
+    @property
+    def terms(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.kind == "term")
+
+    def size_by_category(self) -> dict[str, int]:
+        """Number of codes per harm category (terms are not codes and are not counted)."""
+        counts = Counter(e.category for e in self.codes)
+        return {category: counts.get(category, 0) for category in HARM_CATEGORIES}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Lexicon:
+        """Read and validate a YAML lexicon; raises LexiconError naming the problem."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise LexiconError(f"{path}: cannot read lexicon: {exc}") from exc
+        return cls.from_yaml(raw, source=path.name)
+
+    @classmethod
+    def from_yaml(cls, raw: bytes, source: str) -> Lexicon:
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise LexiconError(f"{source}: not valid YAML: {exc}") from exc
+        return _build(data, source=source, sha256=hashlib.sha256(raw).hexdigest())
+
+
+@lru_cache(maxsize=1)
+def load_lexicon(path: str | Path | None = None) -> Lexicon:
+    """The lexicon at ``path``, or the built-in one; cached, since it is immutable."""
+    if path is not None:
+        return Lexicon.from_file(path)
+    raw = resources.files("algospeak").joinpath("data/lexicon.yaml").read_bytes()
+    return Lexicon.from_yaml(raw, source="lexicon.yaml")
+
+
+def _build(data: Any, *, source: str, sha256: str) -> Lexicon:
+    if not isinstance(data, dict):
+        raise LexiconError(f"{source}: top level must be a mapping with version, codes, terms")
+    unknown = set(data) - {"version", "codes", "terms"}
+    if unknown:
+        raise LexiconError(f"{source}: unknown top-level keys {sorted(unknown)}")
+    version = data.get("version")
+    if not isinstance(version, str) or not version:
+        raise LexiconError(f"{source}: 'version' must be a non-empty string")
+    entries: list[Entry] = []
+    for kind, section in (("code", "codes"), ("term", "terms")):
+        items = data.get(section) or []
+        if not isinstance(items, list):
+            raise LexiconError(f"{source}: '{section}' must be a list")
+        for index, item in enumerate(items):
+            where = f"{source}: {section}[{index}]"
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                where += f" ({item['id']!r})"
+            entries.append(_entry(item, kind, where))
+    _check_whole(entries, source)
+    return Lexicon(version=version, entries=tuple(entries), sha256=sha256, source=source)
+
+
+def _entry(item: Any, kind: Literal["code", "term"], where: str) -> Entry:
+    if not isinstance(item, dict):
+        raise LexiconError(f"{where}: must be a mapping")
+    allowed = _CODE_KEYS if kind == "code" else _TERM_KEYS
+    unknown = set(item) - allowed
+    if unknown:
+        raise LexiconError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+    entry_id = item.get("id")
+    if not isinstance(entry_id, str) or not _ID.match(entry_id):
+        raise LexiconError(f"{where}: 'id' must match [a-z0-9_]+")
+    category = item.get("category")
+    if category not in HARM_CATEGORIES:
+        raise LexiconError(f"{where}: category {category!r} is not one of {HARM_CATEGORIES}")
+    spellings = _strings(item.get("variants"), "variants", where, required=True)
+    for spelling in spellings:
+        _check_variant(spelling, where)
+    if kind == "term":
+        return Entry(entry_id, kind, category, {v: v for v in spellings}, note=_note(item, where))
+
+    meaning = item.get("meaning")
+    _check_plain(meaning, "meaning", where)
+    variants = dict.fromkeys(spellings, meaning)
+    inflections = item.get("inflections") or {}
+    if not isinstance(inflections, dict):
+        raise LexiconError(f"{where}: 'inflections' must map a variant to its replacement")
+    for spelling, replacement in inflections.items():
+        _check_variant(spelling, where)
+        _check_plain(replacement, f"inflection {spelling!r}", where)
+        if spelling in variants:
+            raise LexiconError(f"{where}: inflection {spelling!r} repeats a variant")
+        variants[spelling] = replacement
+    ambiguous = item.get("ambiguous", False)
+    if not isinstance(ambiguous, bool):
+        raise LexiconError(f"{where}: 'ambiguous' must be true or false")
+    cues = _strings(item.get("cues"), "cues", where)
+    against = _strings(item.get("against"), "against", where)
+    if ambiguous and not cues:
+        raise LexiconError(
+            f"{where}: an ambiguous code needs 'cues' that license its coded reading"
+        )
+    if not ambiguous and (cues or against):
+        raise LexiconError(f"{where}: 'cues'/'against' only apply to ambiguous codes")
+    return Entry(
+        entry_id, kind, category, variants, ambiguous, cues, against, note=_note(item, where)
+    )
+
+
+def _strings(value: Any, field: str, where: str, *, required: bool = False) -> tuple[str, ...]:
+    if value is None and not required:
+        return ()
+    if not isinstance(value, list) or (required and not value):
+        raise LexiconError(f"{where}: '{field}' must be a non-empty list of strings")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise LexiconError(f"{where}: '{field}' holds {item!r}, not a non-empty string")
+        if item != item.strip().lower():
+            raise LexiconError(f"{where}: '{field}' entry {item!r} must be lowercase and trimmed")
+    return tuple(value)
+
+
+def _check_variant(spelling: Any, where: str) -> None:
+    if not isinstance(spelling, str) or spelling != spelling.strip().lower() or not spelling:
+        raise LexiconError(f"{where}: variant {spelling!r} must be a lowercase, trimmed string")
+    if "  " in spelling:
+        raise LexiconError(f"{where}: variant {spelling!r} has repeated spaces")
+    if any(selector in spelling for selector in _VARIATION_SELECTORS):
+        raise LexiconError(f"{where}: variant {spelling!r} contains an emoji variation selector")
+    if len(spelling) < 2 and spelling.isalnum():
+        raise LexiconError(f"{where}: variant {spelling!r} is too short to match safely")
+
+
+def _check_plain(value: Any, field: str, where: str) -> None:
+    if not isinstance(value, str) or not _PLAIN.match(value):
+        raise LexiconError(f"{where}: '{field}' must be plain lowercase words, got {value!r}")
+
+
+def _note(item: dict[str, Any], where: str) -> str:
+    note = item.get("note", "")
+    if not isinstance(note, str):
+        raise LexiconError(f"{where}: 'note' must be a string")
+    return note
+
+
+def _check_whole(entries: list[Entry], source: str) -> None:
+    """Checks across entries: unique ids and spellings, and the rules that keep
+    normalization idempotent (replacements and cues never contain a code)."""
+    owner: dict[str, str] = {}
+    ids: set[str] = set()
+    for entry in entries:
+        if entry.id in ids:
+            raise LexiconError(f"{source}: id {entry.id!r} is used twice")
+        ids.add(entry.id)
+        for spelling in entry.variants:
+            if spelling in owner:
+                raise LexiconError(
+                    f"{source}: variant {spelling!r} of {entry.id!r} already belongs to "
+                    f"{owner[spelling]!r}"
+                )
+            owner[spelling] = entry.id
+    code_words = {v for e in entries if e.kind == "code" for v in e.variants}
+    for entry in entries:
+        if entry.kind != "code":
+            continue
+        for replacement in set(entry.variants.values()):
+            padded = f" {replacement} "
+            clash = next((w for w in code_words if f" {w} " in padded), None)
+            if clash:
+                raise LexiconError(
+                    f"{source}: code {entry.id!r}: replacement {replacement!r} contains the code "
+                    f"{clash!r}, so normalizing twice would change it again"
+                )
+        for cue in (*entry.cues, *entry.against):
+            word = cue.rstrip("*")
+            if word in code_words:
+                raise LexiconError(
+                    f"{source}: code {entry.id!r}: cue {cue!r} is itself a code ({owner[word]!r})"
+                )

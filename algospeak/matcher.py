@@ -1,0 +1,249 @@
+"""Finding lexicon entries in folded text, spelled plainly or disguised.
+
+Plain spellings (words, phrases, emoji, symbol spellings like ``le$bean``) are found in one
+pass of an Aho-Corasick automaton (``pyahocorasick``) over the folded text. Disguised ones are
+found per token: letters spaced out (``s e x``), joined or hyphenated forms (``sewerslide``,
+``un-alive``), leetspeak and masking (``k!ll``, ``p*rn``) through a trie walk that tries each
+symbol's possible letters, and elongation (``unaliiive``). Only tokens that show one of these
+features take the slow path, so ordinary text costs one automaton pass and a token scan.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import ahocorasick
+
+from algospeak.folding import fold
+from algospeak.lexicon import Entry, Lexicon
+
+# Symbols read as letters; a digit or symbol may stand for more than one letter.
+LEET: dict[str, str] = {
+    "0": "o",
+    "1": "il",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "7": "t",
+    "8": "b",
+    "9": "g",
+    "@": "a",
+    "$": "s",
+    "!": "il",
+    "|": "li",
+    "+": "t",
+    "€": "e",
+    "¡": "i",
+}
+MASK = "*"
+# One of these between two tokens joins them into one word ("un-alive", "s/h", "S.E.X").
+JOINERS = frozenset("-_./·")
+_SYMBOLS = "".join(k for k in LEET if not k.isdigit()) + MASK
+_PUNCTUATION = "!*|+¡"  # leet or mask inside a word, punctuation at its edges
+_TOKEN = re.compile(rf"(?:[^\W_]|[{re.escape(_SYMBOLS)}])+")
+_PROTECTED = re.compile(
+    r"(?:https?://|www\.)\S+"  # URLs
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}\b"  # e-mail addresses
+    r"|(?<![\w@])@\w+"  # @handles
+    r"|\b[\w-]+\.(?:com|org|net|io|co|gov|edu|dev|app|ly|me|tv|gg)\b\S*"  # bare domains
+)
+_MAY_PROTECT = re.compile(r"[.@]|://").search  # cheap test before the protected-region scan
+_ELONGATED = re.compile(r"([^\W\d_])\1\1")
+_REPEATS = re.compile(r"(.)\1+")
+_END = ""  # trie key of a complete spelling
+_MIN_JOINED = 4  # shorter joined forms ("sh" from "s/h") need visible joiners to count
+_MAX_GROUP = 12  # longest run of spaced letters or joined tokens tried as one word
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """An occurrence of a lexicon variant in folded text (folded offsets)."""
+
+    start: int
+    end: int
+    entry: Entry
+    variant: str
+    rules: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spelling:
+    entry: Entry
+    variant: str
+    multipart: bool  # the variant has spaces or joiners ("sewer slide", "s/h")
+
+
+class Matcher:
+    """Indexes a lexicon once; ``find`` lists every match in a folded text, overlaps included."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self._automaton = ahocorasick.Automaton()
+        self._compact: dict[str, _Spelling] = {}
+        self._squeezed: dict[str, _Spelling] = {}
+        self._trie: dict[str, dict | _Spelling] = {}
+        for entry in lexicon.entries:
+            for variant in entry.variants:
+                key = fold(variant).text
+                compact = _compact(key)
+                spelling = _Spelling(entry, variant, multipart=compact != key)
+                if key not in self._automaton:
+                    self._automaton.add_word(key, (key, spelling))
+                self._compact.setdefault(compact, spelling)
+                if compact.isalpha():
+                    self._squeezed.setdefault(_REPEATS.sub(r"\1", compact), spelling)
+                    self._insert(compact, spelling)
+        if len(self._automaton):
+            self._automaton.make_automaton()
+
+    def find(self, text: str) -> list[Match]:
+        """All matches in folded ``text``: exact ones, then disguised ones."""
+        protected = [m.span() for m in _PROTECTED.finditer(text)] if _MAY_PROTECT(text) else []
+        matches = self._exact(text, protected)
+        tokens = [
+            m.span() for m in _TOKEN.finditer(text) if not _inside(m.start(), m.end(), protected)
+        ]
+        matches.extend(self._disguised(text, tokens))
+        return matches
+
+    def _insert(self, compact: str, spelling: _Spelling) -> None:
+        node = self._trie
+        for char in compact:
+            node = node.setdefault(char, {})  # type: ignore[assignment]
+        node.setdefault(_END, spelling)
+
+    def _exact(self, text: str, protected: list[tuple[int, int]]) -> list[Match]:
+        found: list[Match] = []
+        if not len(self._automaton):
+            return found
+        for last, (key, spelling) in self._automaton.iter(text):
+            start, end = last - len(key) + 1, last + 1
+            if key[0].isalnum() and start > 0 and text[start - 1].isalnum():
+                continue
+            if key[-1].isalnum() and end < len(text) and text[end].isalnum():
+                continue
+            if not _inside(start, end, protected):
+                found.append(Match(start, end, spelling.entry, spelling.variant, frozenset()))
+        return found
+
+    def _disguised(self, text: str, tokens: list[tuple[int, int]]) -> list[Match]:
+        found: list[Match] = []
+        for group, rule in _groups(text, tokens):
+            found.extend(self._group_matches(text, group, rule))
+        for start, end in tokens:
+            match = self._token_match(text, start, end)
+            if match is not None:
+                found.append(match)
+        return found
+
+    def _group_matches(self, text: str, group: list[tuple[int, int]], rule: str) -> list[Match]:
+        """Matches over runs of tokens that read as one word; longest runs first."""
+        found: list[Match] = []
+        shortest = 3 if rule == "spacing" else 2
+        for size in range(min(len(group), _MAX_GROUP), shortest - 1, -1):
+            for first in range(len(group) - size + 1):
+                run = group[first : first + size]
+                key = "".join(text[s:e] for s, e in run)
+                resolved = self._resolve(key)
+                if resolved is not None:
+                    spelling, rules = resolved
+                    start, end = run[0][0], run[-1][1]
+                    spaced = all(e - s == 1 for s, e in run)  # "S.E.X" is spacing, not joining
+                    rules = (rules - {"joined"}) | {"spacing" if spaced else rule}
+                    found.append(Match(start, end, spelling.entry, spelling.variant, rules))
+        return found
+
+    def _token_match(self, text: str, start: int, end: int) -> Match | None:
+        # Trailing "!" or "*" is punctuation ("k!ll!!", "p*rn**"); only inner ones are letters.
+        token = text[start:end]
+        inner = token.strip(_PUNCTUATION)
+        if len(inner) < len(token):
+            start += token.index(inner)
+            end = start + len(inner)
+            token = inner
+        spelling = self._compact.get(token)
+        if spelling is not None and spelling.multipart and len(token) >= _MIN_JOINED:
+            return Match(start, end, spelling.entry, spelling.variant, frozenset({"joined"}))
+        if token.isalpha() and not _ELONGATED.search(token):
+            return None  # a plain word: the automaton already saw it
+        resolved = self._resolve(token)
+        if resolved is None:
+            return None
+        spelling, rules = resolved
+        return Match(start, end, spelling.entry, spelling.variant, rules)
+
+    def _resolve(self, key: str) -> tuple[_Spelling, frozenset[str]] | None:
+        """The spelling ``key`` stands for, and how it was disguised."""
+        spelling = self._compact.get(key)
+        if spelling is not None:
+            return spelling, frozenset({"joined"}) if spelling.multipart else frozenset()
+        letters = sum(c.isalpha() for c in key)
+        if letters < 2:
+            return None
+        if letters < len(key) and (spelling := self._walk(key)) is not None:
+            rules = set()
+            if MASK in key:
+                rules.add("masking")
+            if any(c != MASK and not c.isalpha() for c in key):
+                rules.add("leetspeak")
+            return spelling, frozenset(rules)
+        if _ELONGATED.search(key) and (spelling := self._squeezed.get(_REPEATS.sub(r"\1", key))):
+            return spelling, frozenset({"elongation"})
+        return None
+
+    def _walk(self, key: str) -> _Spelling | None:
+        """Depth-first walk of the spelling trie, trying each reading of leet symbols and
+        letting ``*`` stand for any one letter; the first complete spelling wins."""
+        stack: list[tuple[int, dict]] = [(0, self._trie)]
+        while stack:
+            position, node = stack.pop()
+            if position == len(key):
+                spelling = node.get(_END)
+                if spelling is not None:
+                    return spelling  # type: ignore[return-value]
+                continue
+            char = key[position]
+            if char == MASK:
+                options = sorted(k for k in node if k != _END)
+            else:
+                options = [char, *LEET.get(char, "")]
+            for option in reversed(options):
+                child = node.get(option)
+                if isinstance(child, dict):
+                    stack.append((position + 1, child))
+        return None
+
+
+def _compact(key: str) -> str:
+    return "".join(c for c in key if c != " " and c not in JOINERS)
+
+
+def _inside(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    return any(s < end and start < e for s, e in spans)
+
+
+def _groups(text: str, tokens: list[tuple[int, int]]) -> list[tuple[list[tuple[int, int]], str]]:
+    """Runs of tokens that may spell one word: tokens linked by single joiners
+    ("un-alive", "s/h") and single characters spaced out ("s e x", "k.y.s")."""
+    groups: list[tuple[list[tuple[int, int]], str]] = []
+    for rule in ("joined", "spacing"):
+        run: list[tuple[int, int]] = []
+        for token in tokens:
+            if run and _linked(text, run[-1], token, rule):
+                run.append(token)
+                continue
+            if len(run) >= 2:
+                groups.append((run, rule))
+            run = [token]
+        if len(run) >= 2:
+            groups.append((run, rule))
+    return groups
+
+
+def _linked(text: str, left: tuple[int, int], right: tuple[int, int], rule: str) -> bool:
+    gap = text[left[1] : right[0]]
+    if len(gap) != 1:
+        return False
+    if rule == "joined":
+        return gap in JOINERS
+    return (gap == " " or gap in JOINERS) and left[1] - left[0] == 1 and right[1] - right[0] == 1

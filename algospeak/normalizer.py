@@ -1,0 +1,259 @@
+"""Turning coded text into plain text, and saying what changed and where.
+
+``normalize(text)`` is deterministic, idempotent (normalizing its output changes nothing
+more) and total on ``str``. Spans index the original text. Ambiguous codes that their context
+does not support are left in place and reported as candidates for the classifier to judge.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from algospeak.context import Context
+from algospeak.folding import Folded, clean, fold, rules_of
+from algospeak.lexicon import Lexicon, load_lexicon
+from algospeak.matcher import Match, Matcher
+
+# Rules in the order they are reported ("lexicon+spacing").
+RULES = (
+    "lexicon",
+    "spacing",
+    "joined",
+    "leetspeak",
+    "masking",
+    "elongation",
+    "homoglyph",
+    "compatibility",
+    "diacritics",
+    "combining",
+    "invisible",
+)
+# Writing a word in disguise is itself evidence that it is meant as a code.
+_DISGUISES = frozenset(RULES) - {"lexicon", "joined", "elongation"}
+_SELECTORS = re.compile(r"[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]+")
+_NON_SPACE = re.compile(r"\S+")
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A replaced piece of the original text: ``text[start:end] == original``."""
+
+    start: int
+    end: int
+    original: str
+    replacement: str
+    category: str  # the entry's category, or "none" for clean-up of invisible/look-alike chars
+    rule: str  # how it was disguised, e.g. "lexicon+spacing"
+    entry: str | None  # the lexicon entry id, None for clean-up
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An ambiguous code left unchanged because its context does not support the coded reading."""
+
+    start: int
+    end: int
+    original: str
+    meaning: str
+    category: str
+    entry: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Normalization:
+    text: str
+    normalized: str
+    changed: bool
+    spans: tuple[Span, ...]
+    candidates: tuple[Candidate, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Found:
+    """A match placed in the original text, with the decision about it."""
+
+    match: Match
+    start: int
+    end: int
+    original: str
+    replacement: str
+    rules: frozenset[str]
+    sentence: int
+    confirmed: bool = False
+    reason: str = ""
+
+
+class Normalizer:
+    """Normalizes text against one lexicon (the built-in one by default)."""
+
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
+        self.lexicon = lexicon or load_lexicon()
+        self._matcher = Matcher(self.lexicon)
+
+    def normalize(self, text: str) -> Normalization:
+        folded = fold(text)
+        context = Context(folded.text)
+        found = [
+            self._place(text, folded, context, match)
+            for match in _without_overlaps(self._matcher.find(folded.text))
+        ]
+        self._decide(found, context)
+        spans = [self._span(f) for f in found if f.confirmed and _changes(f)]
+        spans = sorted(spans + _cleanup(text, spans), key=lambda s: s.start)
+        candidates = tuple(
+            Candidate(
+                f.start,
+                f.end,
+                f.original,
+                f.match.entry.variants[f.match.variant],
+                f.match.entry.category,
+                f.match.entry.id,
+                f.reason,
+            )
+            for f in found
+            if not f.confirmed
+        )
+        normalized = _apply(text, spans)
+        return Normalization(text, normalized, normalized != text, tuple(spans), candidates)
+
+    def _place(self, text: str, folded: Folded, context: Context, match: Match) -> _Found:
+        start = folded.start(match.start)
+        end = folded.end(match.end)
+        if not match.variant[-1].isalnum() and (selectors := _SELECTORS.match(text, end)):
+            end = selectors.end()  # keep an emoji's presentation selector inside its span
+        original = text[start:end]
+        rules = match.rules | rules_of(original)
+        if match.entry.kind == "code":
+            rules |= {"lexicon"}
+        replacement = _match_case(match.entry.variants[match.variant], original)
+        sentence = context.sentence_of(match.start)
+        return _Found(match, start, end, original, replacement, rules, sentence)
+
+    def _decide(self, found: list[_Found], context: Context) -> None:
+        """Confirm unambiguous matches; confirm ambiguous ones whose context supports them,
+        repeating until nothing changes (a confirmed code can support another one)."""
+        pending: list[_Found] = []
+        for f in found:
+            entry = f.match.entry
+            if not entry.ambiguous:
+                f.confirmed = True
+            elif disguise := sorted(f.rules & _DISGUISES):
+                f.confirmed, f.reason = True, f"written in disguise ({', '.join(disguise)})"
+            elif veto := context.find_cue(entry.against, context.window(f.sentence)):
+                f.reason = f"context points to the ordinary meaning ('{veto}')"
+            else:
+                f.reason = "no nearby context supports the coded reading"
+                pending.append(f)
+        progress = True
+        while progress:
+            progress = False
+            for f in pending:
+                if f.confirmed:
+                    continue
+                reason = self._support(f, found, context)
+                if reason:
+                    f.confirmed, f.reason, progress = True, reason, True
+
+    def _support(self, f: _Found, found: list[_Found], context: Context) -> str | None:
+        window = context.window(f.sentence)
+        near = [g for g in found if g.confirmed and g is not f and g.sentence in window]
+        extra = " ".join(g.replacement.lower() for g in near)
+        cue = context.find_cue(f.match.entry.cues, window, extra)
+        if cue:
+            return f"context cue '{cue}'"
+        category = f.match.entry.category
+        for g in near:
+            if category in self._categories(g.replacement.lower()) | {g.match.entry.category}:
+                return f"'{g.original}' nearby is also {category}"
+        return None
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - replacements come from the lexicon, a finite set
+    def _categories(self, replacement: str) -> frozenset[str]:
+        """Categories of the terms a replacement spells out, so a confirmed code supports the
+        same codes whether it is read before or after normalization."""
+        return frozenset(m.entry.category for m in self._matcher.find(replacement))
+
+    @staticmethod
+    def _span(f: _Found) -> Span:
+        rule = "+".join(r for r in RULES if r in f.rules)
+        entry = f.match.entry
+        return Span(f.start, f.end, f.original, f.replacement, entry.category, rule, entry.id)
+
+
+@lru_cache(maxsize=1)
+def default_normalizer() -> Normalizer:
+    """The normalizer over the built-in lexicon, built once."""
+    return Normalizer()
+
+
+def normalize(text: str) -> Normalization:
+    """Normalize ``text`` with the built-in lexicon."""
+    return default_normalizer().normalize(text)
+
+
+def _without_overlaps(matches: list[Match]) -> list[Match]:
+    """Leftmost-longest matches; on a tie the earlier-found (plainer) match wins."""
+    ordered = sorted(
+        enumerate(matches), key=lambda im: (im[1].start, im[1].start - im[1].end, im[0])
+    )
+    chosen: list[Match] = []
+    for _, match in ordered:
+        if not chosen or match.start >= chosen[-1].end:
+            chosen.append(match)
+    return chosen
+
+
+def _changes(f: _Found) -> bool:
+    """A code always changes the text; a plain term only when it was disguised."""
+    return f.match.entry.kind == "code" or bool(f.rules)
+
+
+def _match_case(replacement: str, original: str) -> str:
+    """Carry the original's casing (UPPER, Capitalized) over to the replacement."""
+    letters = [c for c in original if c.isalpha()]
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return replacement.upper()
+    if letters and letters[0].isupper() and not any(c.isupper() for c in letters[1:]):
+        return replacement[:1].upper() + replacement[1:]
+    return replacement
+
+
+def _cleanup(text: str, spans: list[Span]) -> list[Span]:
+    """Spans that remove invisible and look-alike characters outside the matched spans."""
+    result: list[Span] = []
+    position = 0
+    for gap_start, gap_end in [*((s.start, s.end) for s in spans), (len(text), len(text))]:
+        for piece in _NON_SPACE.finditer(text, position, gap_start):
+            cleaned, rules = clean(piece.group())
+            if rules:
+                rule = "+".join(r for r in RULES if r in rules)
+                result.append(
+                    Span(piece.start(), piece.end(), piece.group(), cleaned, "none", rule, None)
+                )
+        position = gap_end
+    return result
+
+
+def _apply(text: str, spans: list[Span]) -> str:
+    """The text with every span replaced; a replacement never fuses with a neighbouring word."""
+    out: list[str] = []
+    position = 0
+    for span in spans:
+        out.append(text[position : span.start])
+        replacement = span.replacement
+        before = out[-1][-1:] if out[-1] else (out[-2][-1:] if len(out) > 1 else "")
+        if replacement[:1].isalnum() and before.isalnum():
+            replacement = " " + replacement
+        if replacement[-1:].isalnum() and span.end < len(text) and text[span.end].isalnum():
+            replacement += " "
+        out.append(replacement)
+        position = span.end
+    out.append(text[position:])
+    return "".join(out)

@@ -1,0 +1,1 @@
+"""The moderation web service: FastAPI app, settings and the model engine."""

@@ -140,7 +140,7 @@ def clean(text: str) -> tuple[str, frozenset[str]]:
                 continue
             category = unicodedata.category(char)
             if category == "Cf" or char in _FILLERS:
-                if _builds_emoji(text, index):
+                if builds_emoji(text, index):
                     out.append(char)
                 else:
                     rules.add("invisible")
@@ -197,7 +197,7 @@ def _compatibility_letter(char: str) -> str | None:
     return None
 
 
-def _builds_emoji(text: str, index: int) -> bool:
+def builds_emoji(text: str, index: int) -> bool:
     """Whether the format character at ``index`` is part of an emoji sequence."""
     char = text[index]
     if ord(char) in _TAGS:

@@ -239,9 +239,24 @@ def _check_whole(entries: list[Entry], source: str) -> None:
                     f"{source}: code {entry.id!r}: replacement {replacement!r} contains the code "
                     f"{clash!r}, so normalizing twice would change it again"
                 )
-        for cue in (*entry.cues, *entry.against):
-            word = cue.rstrip("*")
-            if word in code_words:
+        # A veto must survive normalization: it may not hold another entry's code, which
+        # would be replaced (its own code is never replaced while the veto holds).
+        others = code_words - set(entry.variants)
+        for cue in entry.against:
+            clash = _code_in_cue(cue, others)
+            if clash:
                 raise LexiconError(
-                    f"{source}: code {entry.id!r}: cue {cue!r} is itself a code ({owner[word]!r})"
+                    f"{source}: code {entry.id!r}: against-cue {cue!r} matches the code {clash!r}, "
+                    "which normalizing would replace"
                 )
+
+
+def _code_in_cue(cue: str, code_words: set[str]) -> str | None:
+    """A code that a cue phrase contains, or whose words a prefix cue ("dab*") matches."""
+    if cue.endswith("*"):
+        prefix = cue[:-1]
+        return next(
+            (w for w in sorted(code_words) if any(p.startswith(prefix) for p in w.split())), None
+        )
+    padded = f" {cue} "
+    return next((w for w in sorted(code_words) if f" {w} " in padded), None)

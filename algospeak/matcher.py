@@ -82,9 +82,10 @@ class Matcher:
         self._compact: dict[str, _Spelling] = {}
         self._squeezed: dict[str, _Spelling] = {}
         self._trie: dict[str, dict | _Spelling] = {}
+        self._keys: dict[str, str] = {}  # variant -> its folded spelling
         for entry in lexicon.entries:
             for variant in entry.variants:
-                key = fold(variant).text
+                key = self._keys[variant] = fold(variant).text
                 compact = _compact(key)
                 spelling = _Spelling(entry, variant, multipart=compact != key)
                 if key not in self._automaton:
@@ -97,13 +98,29 @@ class Matcher:
             self._automaton.make_automaton()
 
     def find(self, text: str) -> list[Match]:
-        """All matches in folded ``text``: exact ones, then disguised ones."""
+        """All matches in folded ``text``, overlapping ones included.
+
+        Disguised words are decoded first ("di3" -> "die", "s e x" -> "sex"); the automaton
+        then runs over the decoded text, so a phrase holding a disguised word ("commit di3")
+        is found as a whole, carrying the disguise's rules.
+        """
         protected = [m.span() for m in _PROTECTED.finditer(text)] if _MAY_PROTECT(text) else []
-        matches = self._exact(text, protected)
         tokens = [
             m.span() for m in _TOKEN.finditer(text) if not _inside(m.start(), m.end(), protected)
         ]
-        matches.extend(self._disguised(text, tokens))
+        disguised = leftmost_longest(self._disguised(text, tokens))
+        decoded = _Decoded.of(text, [(m.start, m.end, self._keys[m.variant]) for m in disguised])
+        matches: list[Match] = []
+        for start, end, spelling in self._exact(decoded.text):
+            start, end = decoded.origin(start, end)
+            # Part of a hyphenated compound ("unalive-ing") is not a word of its own: replacing
+            # it would make a new compound ("kill-ing") that reads as another word next time.
+            if _inside(start, end, protected) or _attached(text, start, end):
+                continue
+            rules = frozenset().union(
+                *(m.rules for m in disguised if start <= m.start and m.end <= end)
+            )
+            matches.append(Match(start, end, spelling.entry, spelling.variant, rules))
         return matches
 
     def _insert(self, compact: str, spelling: _Spelling) -> None:
@@ -112,18 +129,18 @@ class Matcher:
             node = node.setdefault(char, {})  # type: ignore[assignment]
         node.setdefault(_END, spelling)
 
-    def _exact(self, text: str, protected: list[tuple[int, int]]) -> list[Match]:
-        found: list[Match] = []
+    def _exact(self, text: str) -> list[tuple[int, int, _Spelling]]:
+        """Whole-word occurrences of every spelling, by one automaton pass."""
+        found: list[tuple[int, int, _Spelling]] = []
         if not len(self._automaton):
             return found
         for last, (key, spelling) in self._automaton.iter(text):
             start, end = last - len(key) + 1, last + 1
-            if key[0].isalnum() and start > 0 and text[start - 1].isalnum():
+            if key[0].isalnum() and _glued(text, start - 1, -1):
                 continue
-            if key[-1].isalnum() and end < len(text) and text[end].isalnum():
+            if key[-1].isalnum() and _glued(text, end, 1):
                 continue
-            if not _inside(start, end, protected):
-                found.append(Match(start, end, spelling.entry, spelling.variant, frozenset()))
+            found.append((start, end, spelling))
         return found
 
     def _disguised(self, text: str, tokens: list[tuple[int, int]]) -> list[Match]:
@@ -214,8 +231,73 @@ class Matcher:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """Folded text with disguised words replaced by their spelling, mapped back to it."""
+
+    text: str
+    starts: tuple[int, ...] | None  # folded start of each decoded char; None: identity
+    ends: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, text: str, substitutions: list[tuple[int, int, str]]) -> _Decoded:
+        if not substitutions:
+            return cls(text, None, None)
+        parts: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        position = 0
+        for start, end, key in [*substitutions, (len(text), len(text), "")]:
+            parts += [text[position:start], key]
+            starts += [*range(position, start), *[start] * len(key)]
+            ends += [*range(position + 1, start + 1), *[end] * len(key)]
+            position = end
+        return cls("".join(parts), tuple(starts), tuple(ends))
+
+    def origin(self, start: int, end: int) -> tuple[int, int]:
+        """Folded offsets of the decoded slice [start, end)."""
+        if self.starts is None or self.ends is None:
+            return start, end
+        return self.starts[start], self.ends[end - 1]
+
+
+def leftmost_longest(matches: list[Match]) -> list[Match]:
+    """Non-overlapping matches, leftmost first, longest on a tie, then the earlier found."""
+    ordered = sorted(
+        enumerate(matches), key=lambda im: (im[1].start, im[1].start - im[1].end, im[0])
+    )
+    chosen: list[Match] = []
+    for _, match in ordered:
+        if not chosen or match.start >= chosen[-1].end:
+            chosen.append(match)
+    return chosen
+
+
 def _compact(key: str) -> str:
     return "".join(c for c in key if c != " " and c not in JOINERS)
+
+
+def _glued(text: str, index: int, step: int) -> bool:
+    """Whether a letter or digit lies at ``index``, or beyond a run of leet symbols from it:
+    "unalive" in "k1ll!unalive" is the tail of one token, but "unalive!!" ends a word."""
+    while 0 <= index < len(text) and text[index] in _SYMBOLS:
+        index += step
+    return 0 <= index < len(text) and text[index].isalnum()
+
+
+def _attached(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is joined to a neighbouring word by a joiner ("a-b")."""
+    before = start >= 2 and text[start - 1] in JOINERS and is_wordish(text[start - 2])
+    return before or (text[end : end + 1] in JOINERS and is_wordish(text[end + 1 : end + 2]))
+
+
+def _has_letter(text: str, token: tuple[int, int]) -> bool:
+    return any(c.isalpha() for c in text[token[0] : token[1]])
+
+
+def is_wordish(char: str) -> bool:
+    """Whether ``char`` can be part of a token: a letter, a digit or a leet/mask symbol."""
+    return char.isalnum() or (char != "" and char in _SYMBOLS)
 
 
 def _inside(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
@@ -244,6 +326,6 @@ def _linked(text: str, left: tuple[int, int], right: tuple[int, int], rule: str)
     gap = text[left[1] : right[0]]
     if len(gap) != 1:
         return False
-    if rule == "joined":
-        return gap in JOINERS
+    if rule == "joined":  # every part must hold a letter: "kill-3" is not a word
+        return gap in JOINERS and _has_letter(text, left) and _has_letter(text, right)
     return (gap == " " or gap in JOINERS) and left[1] - left[0] == 1 and right[1] - right[0] == 1

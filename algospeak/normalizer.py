@@ -13,9 +13,9 @@ from functools import lru_cache
 from typing import Any
 
 from algospeak.context import Context
-from algospeak.folding import Folded, clean, fold, rules_of
+from algospeak.folding import Folded, builds_emoji, clean, fold, rules_of
 from algospeak.lexicon import Lexicon, load_lexicon
-from algospeak.matcher import Match, Matcher
+from algospeak.matcher import Match, Matcher, is_wordish, leftmost_longest
 
 # Rules in the order they are reported ("lexicon+spacing").
 RULES = (
@@ -35,6 +35,7 @@ RULES = (
 _DISGUISES = frozenset(RULES) - {"lexicon", "joined", "elongation"}
 _SELECTORS = re.compile(r"[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]+")
 _NON_SPACE = re.compile(r"\S+")
+_ZWJ = "\u200d"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +101,11 @@ class Normalizer:
     def normalize(self, text: str) -> Normalization:
         folded = fold(text)
         context = Context(folded.text)
-        found = [
+        placed = (
             self._place(text, folded, context, match)
-            for match in _without_overlaps(self._matcher.find(folded.text))
-        ]
+            for match in leftmost_longest(self._matcher.find(folded.text))
+        )
+        found = [f for f in placed if not _in_emoji_sequence(text, f)]
         self._decide(found, context)
         spans = [self._span(f) for f in found if f.confirmed and _changes(f)]
         spans = sorted(spans + _cleanup(text, spans), key=lambda s: s.start)
@@ -161,7 +163,10 @@ class Normalizer:
                 if reason:
                     f.confirmed, f.reason, progress = True, reason, True
 
-    def _support(self, f: _Found, found: list[_Found], context: Context) -> str | None:
+    @staticmethod
+    def _support(f: _Found, found: list[_Found], context: Context) -> str | None:
+        """Why the context licenses ``f``'s coded reading: one of its cues nearby, or another
+        confirmed code (or disguised term) of its category nearby. None if nothing does."""
         window = context.window(f.sentence)
         near = [g for g in found if g.confirmed and g is not f and g.sentence in window]
         extra = " ".join(g.replacement.lower() for g in near)
@@ -170,15 +175,10 @@ class Normalizer:
             return f"context cue '{cue}'"
         category = f.match.entry.category
         for g in near:
-            if category in self._categories(g.replacement.lower()) | {g.match.entry.category}:
+            evasive = g.match.entry.kind == "code" or g.rules
+            if evasive and g.match.entry.category == category:
                 return f"'{g.original}' nearby is also {category}"
         return None
-
-    @lru_cache(maxsize=4096)  # noqa: B019 - replacements come from the lexicon, a finite set
-    def _categories(self, replacement: str) -> frozenset[str]:
-        """Categories of the terms a replacement spells out, so a confirmed code supports the
-        same codes whether it is read before or after normalization."""
-        return frozenset(m.entry.category for m in self._matcher.find(replacement))
 
     @staticmethod
     def _span(f: _Found) -> Span:
@@ -198,16 +198,12 @@ def normalize(text: str) -> Normalization:
     return default_normalizer().normalize(text)
 
 
-def _without_overlaps(matches: list[Match]) -> list[Match]:
-    """Leftmost-longest matches; on a tie the earlier-found (plainer) match wins."""
-    ordered = sorted(
-        enumerate(matches), key=lambda im: (im[1].start, im[1].start - im[1].end, im[0])
-    )
-    chosen: list[Match] = []
-    for _, match in ordered:
-        if not chosen or match.start >= chosen[-1].end:
-            chosen.append(match)
-    return chosen
+def _in_emoji_sequence(text: str, f: _Found) -> bool:
+    """Whether an emoji match is one part of a joined emoji (🏳️‍🌈 is a flag, not 🌈)."""
+    if any(c.isalnum() for c in f.match.variant):
+        return False
+    before = f.start > 0 and text[f.start - 1] == _ZWJ and builds_emoji(text, f.start - 1)
+    return before or (text[f.end : f.end + 1] == _ZWJ and builds_emoji(text, f.end))
 
 
 def _changes(f: _Found) -> bool:
@@ -242,18 +238,22 @@ def _cleanup(text: str, spans: list[Span]) -> list[Span]:
 
 
 def _apply(text: str, spans: list[Span]) -> str:
-    """The text with every span replaced; a replacement never fuses with a neighbouring word."""
-    out: list[str] = []
+    """The text with every span replaced; a decoded word never fuses with its neighbours."""
+    pieces: list[tuple[str, bool]] = []  # (text, is a decoded word)
     position = 0
     for span in spans:
-        out.append(text[position : span.start])
-        replacement = span.replacement
-        before = out[-1][-1:] if out[-1] else (out[-2][-1:] if len(out) > 1 else "")
-        if replacement[:1].isalnum() and before.isalnum():
-            replacement = " " + replacement
-        if replacement[-1:].isalnum() and span.end < len(text) and text[span.end].isalnum():
-            replacement += " "
-        out.append(replacement)
+        pieces += [(text[position : span.start], False), (span.replacement, span.entry is not None)]
         position = span.end
-    out.append(text[position:])
+    pieces.append((text[position:], False))
+    out: list[str] = []
+    last, last_decoded = "", False
+    for piece, decoded in pieces:
+        if not piece:
+            continue
+        fuses_left = decoded and piece[0].isalnum() and is_wordish(last)
+        fuses_right = last_decoded and last.isalnum() and is_wordish(piece[0])
+        if fuses_left or fuses_right:
+            out.append(" ")
+        out.append(piece)
+        last, last_decoded = piece[-1], decoded
     return "".join(out)

@@ -1,0 +1,1 @@
+"""Turning trained adapters into the GGUF file the service serves."""

@@ -1,0 +1,1 @@
+"""Dataset building and QLoRA fine-tuning of the classifier model."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 import ahocorasick
 
@@ -71,7 +72,16 @@ class Match:
 class _Spelling:
     entry: Entry
     variant: str
-    multipart: bool  # the variant has spaces or joiners ("sewer slide", "s/h")
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoding:
+    """A disguised stretch of folded text and the spelling it reads as."""
+
+    start: int
+    end: int
+    key: str  # a variant's folded spelling, or one word of a multi-word variant
+    rules: frozenset[str]
 
 
 class Matcher:
@@ -79,21 +89,21 @@ class Matcher:
 
     def __init__(self, lexicon: Lexicon) -> None:
         self._automaton = ahocorasick.Automaton()
-        self._compact: dict[str, _Spelling] = {}
-        self._squeezed: dict[str, _Spelling] = {}
-        self._trie: dict[str, dict | _Spelling] = {}
-        self._keys: dict[str, str] = {}  # variant -> its folded spelling
+        self._joined: dict[str, str] = {}  # compact form -> key ("sewerslide" -> "sewer slide")
+        self._squeezed: dict[str, str] = {}  # "unalive" -> "unalive", "segs" -> "seggs"
+        self._trie: dict[str, dict | str] = {}  # letters -> key, walked with leet readings
         for entry in lexicon.entries:
             for variant in entry.variants:
-                key = self._keys[variant] = fold(variant).text
-                compact = _compact(key)
-                spelling = _Spelling(entry, variant, multipart=compact != key)
+                key = fold(variant).text
                 if key not in self._automaton:
-                    self._automaton.add_word(key, (key, spelling))
-                self._compact.setdefault(compact, spelling)
-                if compact.isalpha():
-                    self._squeezed.setdefault(_REPEATS.sub(r"\1", compact), spelling)
-                    self._insert(compact, spelling)
+                    self._automaton.add_word(key, (key, _Spelling(entry, variant)))
+                compact = _compact(key)
+                self._joined.setdefault(compact, key)
+                # Each word of a phrase is decoded on its own ("nip n0ps" -> "nip nops").
+                for spelling in {compact, *key.split()}:
+                    if spelling.isalpha():
+                        self._squeezed.setdefault(_REPEATS.sub(r"\1", spelling), spelling)
+                        self._insert(spelling, key if spelling == compact else spelling)
         if len(self._automaton):
             self._automaton.make_automaton()
 
@@ -108,8 +118,10 @@ class Matcher:
         tokens = [
             m.span() for m in _TOKEN.finditer(text) if not _inside(m.start(), m.end(), protected)
         ]
-        disguised = leftmost_longest(self._disguised(text, tokens))
-        decoded = _Decoded.of(text, [(m.start, m.end, self._keys[m.variant]) for m in disguised])
+        decodings = leftmost_longest(
+            [d for d in self._decodings(text, tokens) if text[d.start : d.end] != d.key]
+        )
+        decoded = _Decoded.of(text, [(d.start, d.end, d.key) for d in decodings])
         matches: list[Match] = []
         for start, end, spelling in self._exact(decoded.text):
             start, end = decoded.origin(start, end)
@@ -118,16 +130,16 @@ class Matcher:
             if _inside(start, end, protected) or _attached(text, start, end):
                 continue
             rules = frozenset().union(
-                *(m.rules for m in disguised if start <= m.start and m.end <= end)
+                *(d.rules for d in decodings if start <= d.start and d.end <= end)
             )
             matches.append(Match(start, end, spelling.entry, spelling.variant, rules))
         return matches
 
-    def _insert(self, compact: str, spelling: _Spelling) -> None:
+    def _insert(self, letters: str, key: str) -> None:
         node = self._trie
-        for char in compact:
+        for char in letters:
             node = node.setdefault(char, {})  # type: ignore[assignment]
-        node.setdefault(_END, spelling)
+        node.setdefault(_END, key)
 
     def _exact(self, text: str) -> list[tuple[int, int, _Spelling]]:
         """Whole-word occurrences of every spelling, by one automaton pass."""
@@ -143,34 +155,37 @@ class Matcher:
             found.append((start, end, spelling))
         return found
 
-    def _disguised(self, text: str, tokens: list[tuple[int, int]]) -> list[Match]:
-        found: list[Match] = []
+    def _decodings(self, text: str, tokens: list[tuple[int, int]]) -> list[_Decoding]:
+        found: list[_Decoding] = []
         for group, rule in _groups(text, tokens):
-            found.extend(self._group_matches(text, group, rule))
+            found.extend(self._group_decodings(text, group, rule))
         for start, end in tokens:
-            match = self._token_match(text, start, end)
-            if match is not None:
-                found.append(match)
+            decoding = self._token_decoding(text, start, end)
+            if decoding is not None:
+                found.append(decoding)
         return found
 
-    def _group_matches(self, text: str, group: list[tuple[int, int]], rule: str) -> list[Match]:
-        """Matches over runs of tokens that read as one word; longest runs first."""
-        found: list[Match] = []
+    def _group_decodings(
+        self, text: str, group: list[tuple[int, int]], rule: str
+    ) -> list[_Decoding]:
+        """Runs of tokens that read as one word; longest runs first."""
+        found: list[_Decoding] = []
         shortest = 3 if rule == "spacing" else 2
         for size in range(min(len(group), _MAX_GROUP), shortest - 1, -1):
             for first in range(len(group) - size + 1):
                 run = group[first : first + size]
-                key = "".join(text[s:e] for s, e in run)
-                resolved = self._resolve(key)
+                letters = "".join(text[s:e] for s, e in run)
+                if rule == "spacing" and not (letters[0].isalpha() and letters[-1].isalpha()):
+                    continue  # a spaced-out word starts and ends with letters ("s 3 x")
+                resolved = self._resolve(letters)
                 if resolved is not None:
-                    spelling, rules = resolved
-                    start, end = run[0][0], run[-1][1]
+                    key, rules = resolved
                     spaced = all(e - s == 1 for s, e in run)  # "S.E.X" is spacing, not joining
                     rules = (rules - {"joined"}) | {"spacing" if spaced else rule}
-                    found.append(Match(start, end, spelling.entry, spelling.variant, rules))
+                    found.append(_Decoding(run[0][0], run[-1][1], key, rules))
         return found
 
-    def _token_match(self, text: str, start: int, end: int) -> Match | None:
+    def _token_decoding(self, text: str, start: int, end: int) -> _Decoding | None:
         # Trailing "!" or "*" is punctuation ("k!ll!!", "p*rn**"); only inner ones are letters.
         token = text[start:end]
         inner = token.strip(_PUNCTUATION)
@@ -178,48 +193,44 @@ class Matcher:
             start += token.index(inner)
             end = start + len(inner)
             token = inner
-        spelling = self._compact.get(token)
-        if spelling is not None and spelling.multipart and len(token) >= _MIN_JOINED:
-            return Match(start, end, spelling.entry, spelling.variant, frozenset({"joined"}))
-        if token.isalpha() and not _ELONGATED.search(token):
-            return None  # a plain word: the automaton already saw it
+        if token.isalpha() and len(token) < _MIN_JOINED and not _ELONGATED.search(token):
+            return None  # a plain short word: the automaton sees it as it is
         resolved = self._resolve(token)
-        if resolved is None:
-            return None
-        spelling, rules = resolved
-        return Match(start, end, spelling.entry, spelling.variant, rules)
+        return None if resolved is None else _Decoding(start, end, *resolved)
 
-    def _resolve(self, key: str) -> tuple[_Spelling, frozenset[str]] | None:
-        """The spelling ``key`` stands for, and how it was disguised."""
-        spelling = self._compact.get(key)
-        if spelling is not None:
-            return spelling, frozenset({"joined"}) if spelling.multipart else frozenset()
-        letters = sum(c.isalpha() for c in key)
-        if letters < 2:
+    def _resolve(self, letters: str) -> tuple[str, frozenset[str]] | None:
+        """The spelling ``letters`` reads as, and how it was disguised."""
+        key = self._joined.get(letters)
+        if key is not None:
+            return key, frozenset({"joined"}) if key != letters else frozenset()
+        alphabetic = sum(c.isalpha() for c in letters)
+        if alphabetic < 2:
             return None
-        if letters < len(key) and (spelling := self._walk(key)) is not None:
+        if alphabetic < len(letters) and (key := self._walk(letters)) is not None:
             rules = set()
-            if MASK in key:
+            if MASK in letters:
                 rules.add("masking")
-            if any(c != MASK and not c.isalpha() for c in key):
+            if any(c != MASK and not c.isalpha() for c in letters):
                 rules.add("leetspeak")
-            return spelling, frozenset(rules)
-        if _ELONGATED.search(key) and (spelling := self._squeezed.get(_REPEATS.sub(r"\1", key))):
-            return spelling, frozenset({"elongation"})
+            return key, frozenset(rules)
+        if _ELONGATED.search(letters):
+            word = self._squeezed.get(_REPEATS.sub(r"\1", letters))
+            if word is not None:
+                return self._walk(word) or word, frozenset({"elongation"})
         return None
 
-    def _walk(self, key: str) -> _Spelling | None:
+    def _walk(self, letters: str) -> str | None:
         """Depth-first walk of the spelling trie, trying each reading of leet symbols and
         letting ``*`` stand for any one letter; the first complete spelling wins."""
         stack: list[tuple[int, dict]] = [(0, self._trie)]
         while stack:
             position, node = stack.pop()
-            if position == len(key):
-                spelling = node.get(_END)
-                if spelling is not None:
-                    return spelling  # type: ignore[return-value]
+            if position == len(letters):
+                key = node.get(_END)
+                if key is not None:
+                    return key  # type: ignore[return-value]
                 continue
-            char = key[position]
+            char = letters[position]
             if char == MASK:
                 options = sorted(k for k in node if k != _END)
             else:
@@ -229,6 +240,9 @@ class Matcher:
                 if isinstance(child, dict):
                     stack.append((position + 1, child))
         return None
+
+
+_Located = TypeVar("_Located", Match, _Decoding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,12 +275,12 @@ class _Decoded:
         return self.starts[start], self.ends[end - 1]
 
 
-def leftmost_longest(matches: list[Match]) -> list[Match]:
+def leftmost_longest(matches: list[_Located]) -> list[_Located]:
     """Non-overlapping matches, leftmost first, longest on a tie, then the earlier found."""
     ordered = sorted(
         enumerate(matches), key=lambda im: (im[1].start, im[1].start - im[1].end, im[0])
     )
-    chosen: list[Match] = []
+    chosen: list[_Located] = []
     for _, match in ordered:
         if not chosen or match.start >= chosen[-1].end:
             chosen.append(match)

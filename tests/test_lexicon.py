@@ -120,8 +120,9 @@ GOOD_CODE = """
         ),
         (
             "version: '1'\ncodes:" + GOOD_CODE + "  - id: corn\n    category: sexual\n"
-            "    meaning: porn\n    variants: [corn]\n    ambiguous: true\n    cues: [unalive]\n",
-            "cue 'unalive' is itself a code",
+            "    meaning: porn\n    variants: [corn]\n    ambiguous: true\n    cues: [content]\n"
+            "    against: [unalive fans]\n",
+            "against-cue 'unalive fans' matches the code 'unalive'",
         ),
         (
             "version: '1'\nterms:\n  - id: kill\n    category: violence\n    variants: [k]\n",

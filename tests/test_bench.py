@@ -1,0 +1,22 @@
+"""The benchmark script runs (its figures are for `make bench`, not for a unit test)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_normalize_bench_runs_and_reports_a_ratio() -> None:
+    command = [
+        sys.executable,
+        "bench/normalize.py",
+        "--texts",
+        "40",
+        "--rounds",
+        "1",
+        "--goal",
+        "0",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "speed-up" in result.stdout

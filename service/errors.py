@@ -68,4 +68,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def _describe(error: dict) -> str:
     where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    if where == "body" and error.get("type") in ("model_attributes_type", "dict_type"):
+        return "body: must be a JSON object sent with content-type application/json"
     return f"{where}: {error.get('msg', 'invalid value')}"

@@ -7,16 +7,28 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from algospeak import Normalizer, __version__, load_lexicon
+from service.classifier import Classifier, Thresholds
+from service.engine import Engine, ModelError
 from service.errors import install_error_handlers
-from service.routes import health, normalize
+from service.gate import Gate
+from service.routes import classify, health, moderations, normalize
 from service.schemas import ErrorBody
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+FETCH_HINT = (
+    "fetch a base model with `python -m conversion.bases fetch smollm2-135m-instruct` and set "
+    "ALGOSPEAK_MODEL_PATH to the path it prints"
+)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A configured app; what it serves is loaded in the lifespan and freed after it."""
+    """A configured app; what it serves is loaded in the lifespan and freed after it.
+
+    A missing or broken model does not stop the service: /normalize keeps working, and the
+    model's endpoints and /readyz answer 503 saying what is wrong and what to run.
+    """
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper())
 
@@ -25,8 +37,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lexicon = load_lexicon(settings.lexicon_path)
         app.state.normalizer = Normalizer(lexicon)
         logger.info("lexicon %s loaded: %d codes", lexicon.version, len(lexicon.codes))
+        engine = load_engine(app, settings)
+        if engine is not None:
+            app.state.classifier = Classifier(
+                app.state.normalizer,
+                engine,
+                Gate(settings.queue_size, settings.queue_timeout_s),
+                Thresholds(
+                    settings.review_threshold,
+                    settings.block_threshold,
+                    settings.category_thresholds,
+                ),
+            )
         yield
+        app.state.classifier = None
         app.state.normalizer = None
+        if engine is not None:
+            engine.close()
 
     app = FastAPI(
         title="Algospeak moderation",
@@ -36,7 +63,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.normalizer = None
+    app.state.classifier = None
+    app.state.model_error = None
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(normalize.router)
+    for module in (health, normalize, classify, moderations):
+        app.include_router(module.router)
     return app
+
+
+def load_engine(app: FastAPI, settings: Settings) -> Engine | None:
+    """The engine for the configured model, or None with the reason kept for /readyz."""
+    path = settings.model_path
+    try:
+        if not path.is_file():
+            raise ModelError(f"model file {path} not found: {FETCH_HINT}")
+        return Engine(path, threads=settings.threads, context=settings.context_size)
+    except ModelError as exc:
+        message = str(exc) if "not found" in str(exc) else f"{exc}; {FETCH_HINT}"
+        app.state.model_error = message
+        logger.warning("serving without a model: %s", message)
+        return None

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from algospeak import Normalizer
+from service.classifier import Classifier
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -20,24 +21,44 @@ def get_normalizer(request: Request) -> Normalizer:
     return normalizer
 
 
+def get_classifier(request: Request) -> Classifier:
+    classifier = getattr(request.app.state, "classifier", None)
+    if classifier is None:
+        reason = getattr(request.app.state, "model_error", None) or "the model is still loading"
+        raise ApiError(503, reason, "model_unavailable", headers={"Retry-After": "5"})
+    return classifier
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 NormalizerDep = Annotated[Normalizer, Depends(get_normalizer)]
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 
 
-def checked_text(text: str, settings: Settings) -> str:
-    """The text if the service accepts it; otherwise an ApiError saying why."""
+def checked_text(text: str, settings: Settings, field: str = "text") -> str:
+    """The text if the service accepts it; otherwise an ApiError naming ``field`` and why."""
     if not text.strip():
-        raise ApiError(422, "text: must not be empty")
+        raise ApiError(422, f"{field}: must not be empty")
     if len(text) > settings.max_text_chars:
         raise ApiError(
             422,
-            f"text: {len(text)} characters is over the limit of {settings.max_text_chars}",
+            f"{field}: {len(text)} characters is over the limit of {settings.max_text_chars}",
             "text_too_long",
         )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ApiError(
-            422, "text: contains unpaired surrogates, which are not valid Unicode"
+            422, f"{field}: contains unpaired surrogates, which are not valid Unicode"
         ) from None
     return text
+
+
+def checked_batch(texts: list[str], settings: Settings, field: str) -> list[str]:
+    """A non-empty batch within the configured size, every text accepted."""
+    if not texts:
+        raise ApiError(422, f"{field}: must hold at least one text")
+    if len(texts) > settings.max_batch:
+        raise ApiError(
+            413, f"{field}: {len(texts)} texts is over the batch limit of {settings.max_batch}"
+        )
+    return [checked_text(t, settings, f"{field}[{i}]") for i, t in enumerate(texts)]

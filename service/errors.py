@@ -1,11 +1,16 @@
 """One error shape for every failure: ``{"error": {"type": ..., "message": ...}}``."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.engine import InputTooLongError
+from service.gate import BusyError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,17 @@ def error_response(
 ) -> JSONResponse:
     body = {"error": {"type": type_ or _TYPES.get(status, "error"), "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+@contextmanager
+def model_errors() -> Iterator[None]:
+    """Turn the model path's expected failures into API errors (busy -> 503, too long -> 422)."""
+    try:
+        yield
+    except BusyError as exc:
+        raise ApiError(503, str(exc), "busy", {"Retry-After": str(exc.retry_after)}) from exc
+    except InputTooLongError as exc:
+        raise ApiError(422, f"text: {exc}", "text_too_long") from exc
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -22,6 +22,18 @@ class NormalizeRequest(BaseModel):
     text: StrictStr = Field(description="The text to normalize.")
 
 
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(description="The text to classify.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[StrictStr] = Field(description="The texts to classify, in order.")
+
+
 class SpanOut(BaseModel):
     start: int = Field(description="Offset in the original text (Python string index).")
     end: int
@@ -50,6 +62,61 @@ class NormalizeResponse(BaseModel):
     candidates: list[CandidateOut]
 
 
+class Scores(BaseModel):
+    label: dict[str, float]
+    category: dict[str, float]
+    severity: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    label: str
+    category: str
+    severity: str
+    confidence: float = Field(description="The model's probability of the returned label.")
+    action: str = Field(description="allow, review or block, from the configured thresholds.")
+    scores: Scores
+    normalized: str
+    spans: list[SpanOut]
+    candidates: list[CandidateOut]
+    model: str
+    latency_ms: float
+
+
+class BatchResponse(BaseModel):
+    results: list[ClassifyResponse]
+
+
+class ModerationRequest(BaseModel):
+    """OpenAI's moderation request: ``input`` is a string or a list of strings."""
+
+    input: StrictStr | list[StrictStr]
+    model: str | None = None
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+
+
+class ModerationResponse(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
+class ModelDetails(BaseModel):
+    path: str
+    name: str
+    sha256: str
+    size_bytes: int
+    architecture: str
+    quantization: str
+    context_size: int
+    threads: int
+
+
 class LexiconInfo(BaseModel):
     version: str
     sha256: str
@@ -62,4 +129,7 @@ class Info(BaseModel):
     service: str = "algospeak-moderation"
     version: str
     lexicon: LexiconInfo
+    model: ModelDetails | None
+    model_error: str | None = None
     max_text_chars: int
+    max_batch: int

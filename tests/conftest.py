@@ -1,4 +1,5 @@
-"""Shared fixtures: an app with its lifespan run, and a client for it."""
+"""Shared fixtures: apps with their lifespan run (with and without the real SmolLM2 model),
+and real server processes."""
 
 import os
 import socket
@@ -7,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,10 +17,12 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 
+NO_MODEL = Path("/nonexistent/model.gguf")
+
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(max_text_chars=2_000)
+    return Settings(max_text_chars=2_000, model_path=NO_MODEL)
 
 
 @pytest.fixture
@@ -34,8 +38,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
-    """Start the real service (the command `make serve` runs) and yield its base URL."""
+def running_server(
+    env: dict[str, str], ready: str = "/readyz", timeout: float = 90.0
+) -> Iterator[str]:
+    """Start the real service (the command `make serve` runs), wait until ``ready`` answers
+    200, and yield its base URL."""
     port = free_port()
     command = [
         sys.executable,
@@ -59,7 +66,7 @@ def running_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> 
                 output = process.stdout.read().decode(errors="replace") if process.stdout else ""
                 raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -78,5 +85,38 @@ def running_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> 
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    with running_server() as base:
+    """The real service without a model."""
+    with running_server({"ALGOSPEAK_MODEL_PATH": str(NO_MODEL)}, ready="/healthz") as base:
         yield base
+
+
+@pytest.fixture(scope="session")
+def model_server_url(smollm2_gguf: Path) -> Iterator[str]:
+    """The real service serving the SmolLM2 GGUF."""
+    env = {"ALGOSPEAK_MODEL_PATH": str(smollm2_gguf), "ALGOSPEAK_THREADS": "2"}
+    with running_server(env) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def model_settings(smollm2_gguf: Path) -> Settings:
+    return Settings(model_path=smollm2_gguf, threads=2, context_size=1024, max_text_chars=2_000)
+
+
+@pytest.fixture(scope="session")
+def model_client(model_settings: Settings) -> Iterator[TestClient]:
+    """An app serving the real SmolLM2 GGUF (loaded once for the session)."""
+    with TestClient(create_app(model_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF (sha256-checked), for tests that run a real model.
+
+    Downloaded once per machine into the default cache ($ALGOSPEAK_CACHE or ~/.cache/algospeak)
+    and linked into models/bases/smollm2-135m-instruct/ (git-ignored).
+    """
+    from conversion.bases import fetch  # here: tests that need no model never import it
+
+    return fetch("smollm2-135m-instruct")

@@ -22,10 +22,9 @@ def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_after_startup(client: TestClient) -> None:
-    response = client.get("/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+def test_readyz_is_503_without_a_model_and_says_why(client: TestClient) -> None:
+    error = assert_error(client.get("/readyz"), 503, "model_unavailable")
+    assert "not found" in error["message"]
 
 
 def test_readyz_is_503_before_the_lifespan_has_loaded_anything() -> None:

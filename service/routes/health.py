@@ -1,10 +1,12 @@
 """Liveness, readiness and what the service is running."""
 
-from fastapi import APIRouter
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request
 
 from algospeak import __version__
-from service.dependencies import NormalizerDep, SettingsDep
-from service.schemas import Health, Info, LexiconInfo
+from service.dependencies import ClassifierDep, NormalizerDep, SettingsDep
+from service.schemas import ErrorBody, Health, Info, LexiconInfo, ModelDetails
 
 router = APIRouter(tags=["health"])
 
@@ -15,15 +17,17 @@ def healthz() -> Health:
     return Health()
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready yet"}})
-def readyz(_: NormalizerDep) -> Health:
-    """Everything the service serves is loaded."""
+@router.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}})
+def readyz(_: NormalizerDep, __: ClassifierDep) -> Health:
+    """Everything the service serves is loaded; otherwise 503 saying what is missing."""
     return Health(status="ready")
 
 
 @router.get("/info", response_model=Info)
-def info(normalizer: NormalizerDep, settings: SettingsDep) -> Info:
+def info(request: Request, normalizer: NormalizerDep, settings: SettingsDep) -> Info:
     lexicon = normalizer.lexicon
+    classifier = request.app.state.classifier
+    model = classifier.engine.info if classifier is not None else None
     return Info(
         version=__version__,
         lexicon=LexiconInfo(
@@ -33,5 +37,8 @@ def info(normalizer: NormalizerDep, settings: SettingsDep) -> Info:
             terms=len(lexicon.terms),
             by_category=lexicon.size_by_category(),
         ),
+        model=ModelDetails(**asdict(model)) if model is not None else None,
+        model_error=request.app.state.model_error,
         max_text_chars=settings.max_text_chars,
+        max_batch=settings.max_batch,
     )

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint format bench clean
+.PHONY: serve test lint format bench base clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/normalize.py
+	$(BIN)/python bench/classify.py
+
+# Fetch the SmolLM2 base GGUF (sha256-checked) into models/bases/; prints its path.
+base: $(VENV)/.serve
+	$(BIN)/python -m conversion.bases fetch smollm2-135m-instruct
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from algospeak.prompt import (
     LABEL_PREFIX,
     SEVERITY_PREFIX,
     SYSTEM,
+    USER_PREFIX,
     user_content,
     value,
 )
@@ -121,7 +123,7 @@ class Engine:
             threads=threads,
         )
         head, tail = _split_template(metadata.get("tokenizer.chat_template") or _CHATML, metadata)
-        self._prefix = self._tokens(head, special=True)
+        self._prefix = self._tokens(head, special=True) + self._tokens(USER_PREFIX)
         if metadata.get("tokenizer.ggml.add_bos_token") == "true":
             self._prefix = [self._llm.token_bos(), *self._prefix]
         self._tail = self._tokens(tail + LABEL_PREFIX, special=True)
@@ -131,30 +133,28 @@ class Engine:
         self._to_category = self._labels["harmful"] + self._tokens(CATEGORY_PREFIX)
         self._to_severity = self._tokens(SEVERITY_PREFIX)
         self._prefix_ready = False
-        self._evaluated = 0
+        # The tokens the last classify() evaluated after the prefix, in order (benchmarks replay
+        # them through a bare eval to measure the engine's own overhead).
+        self.last_evaluated: list[int] = []
         logger.info("loaded %s (%s, %s)", path, self.info.architecture, self.info.quantization)
 
     def classify(self, text: str, normalization: Normalization) -> Classification:
         """Score ``text``; deterministic for a given model, text and thread count."""
-        request = self._tokens(user_content(text, normalization)) + self._tail
-        needed = len(self._prefix) + len(request) + _ANSWER_TOKENS
-        if needed > self.info.context_size:
-            raise InputTooLongError(
-                f"the text needs {needed} tokens with the prompt; the model's context is "
-                f"{self.info.context_size}"
-            )
-        self._evaluated = 0
+        request = self.request_tokens(text, normalization)
+        self.last_evaluated = []
         self._rewind(len(self._prefix))
-        logits = self._eval(request)
-        start = self._llm.n_tokens
-        labels = self._distribution(self._labels, logits)
-        self._rewind(start)
-        categories = self._distribution(self._categories, self._eval(self._to_category))
+        # One decode reads both the label distribution (after "Label:") and, since causal
+        # attention never looks ahead, the category distribution after "harmful, Category:".
+        first = request + self._to_category
+        label_log_probs, category_log_probs = self._decode(first, (len(request) - 1, -1))
+        label_fork = len(self._prefix) + len(request)
+        category_fork = self._llm.n_tokens
+        categories = self._distribution(self._categories, category_log_probs, category_fork)
         top_category = max(categories, key=categories.__getitem__)
-        after_category = self._llm.n_tokens
-        self._rewind(after_category)
-        to_severity = self._categories[top_category] + self._to_severity
-        severities = self._distribution(self._severities, self._eval(to_severity))
+        self._rewind(category_fork)
+        (severity_log_probs,) = self._decode(self._categories[top_category] + self._to_severity)
+        severities = self._distribution(self._severities, severity_log_probs, self._llm.n_tokens)
+        labels = self._distribution(self._labels, label_log_probs, label_fork)
 
         harmful = labels["harmful"]
         label = "harmful" if harmful > labels["safe"] else "safe"
@@ -168,8 +168,27 @@ class Engine:
             | {c: harmful * p for c, p in categories.items()},
             severity_scores={"none": labels["safe"]}
             | {s: harmful * p for s, p in severities.items()},
-            tokens_evaluated=self._evaluated,
+            tokens_evaluated=len(self.last_evaluated),
         )
+
+    def request_tokens(self, text: str, normalization: Normalization) -> list[int]:
+        """The tokens a request adds after the fixed prefix, up to and including ``Label:``;
+        InputTooLongError if they do not fit the context."""
+        content = user_content(text, normalization).removeprefix(USER_PREFIX)
+        request = self._tokens(content) + self._tail
+        needed = len(self._prefix) + len(request) + _ANSWER_TOKENS
+        if needed > self.info.context_size:
+            raise InputTooLongError(
+                f"the text needs {needed} tokens with the prompt; the model's context is "
+                f"{self.info.context_size}"
+            )
+        return request
+
+    def evaluate(self, tokens: list[int]) -> None:
+        """Evaluate ``tokens`` right after the fixed prefix with one plain ``Llama.eval``:
+        the raw model cost that benchmarks compare ``classify`` with."""
+        self._rewind(len(self._prefix))
+        self._llm.eval(tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokens(text))
@@ -189,34 +208,57 @@ class Engine:
             self._prefix_ready = True
         self._llm.n_tokens = position
 
-    def _eval(self, tokens: list[int]) -> np.ndarray:
-        """Evaluate ``tokens`` after the current position; the next-token log-probabilities."""
+    def _decode(self, tokens: list[int], outputs: Sequence[int] = (-1,)) -> list[np.ndarray]:
+        """Evaluate ``tokens`` after the current position and return the next-token
+        log-probabilities after each position in ``outputs`` (indices into ``tokens``).
+
+        Like ``Llama.eval`` but asking llama.cpp for logits at several positions of one batch,
+        so scoring needs fewer decode calls (and no ``logits_all`` buffer).
+        """
         from llama_cpp import llama_get_logits_ith
 
-        self._llm.eval(tokens)
-        self._evaluated += len(tokens)
-        pointer = llama_get_logits_ith(self._llm._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),)).astype(np.float64)
-        top = logits.max()
-        return logits - top - math.log(np.exp(logits - top).sum())
+        llm = self._llm
+        wanted = sorted(i % len(tokens) for i in outputs)
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        result: list[np.ndarray] = []
+        for offset in range(0, len(tokens), llm.n_batch):
+            chunk = tokens[offset : offset + llm.n_batch]
+            llm._batch.set_batch(batch=chunk, n_past=llm.n_tokens, logits_all=False)
+            here = [i - offset for i in wanted if offset <= i < offset + len(chunk)]
+            for index in here:
+                llm._batch.batch.logits[index] = True
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[llm.n_tokens : llm.n_tokens + len(chunk)] = chunk
+            llm.n_tokens += len(chunk)
+            for index in here:
+                pointer = llama_get_logits_ith(llm._ctx.ctx, index)
+                result.append(_log_softmax(np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))))
+        self.last_evaluated += tokens
+        return result
 
     def _distribution(
-        self, options: dict[str, list[int]], log_probs: np.ndarray
+        self, options: dict[str, list[int]], log_probs: np.ndarray, fork: int
     ) -> dict[str, float]:
-        """P(option) renormalized over ``options``, each scored by its whole token sequence."""
-        start = self._llm.n_tokens
+        """P(option) renormalized over ``options``, each scored by its whole token sequence;
+        ``log_probs`` are the next-token log-probabilities at context position ``fork``."""
         scores: dict[str, float] = {}
         for option, tokens in options.items():
             score = float(log_probs[tokens[0]])
-            for index in range(1, len(tokens)):
-                self._rewind(start + index - 1)
-                score += float(self._eval([tokens[index - 1]])[tokens[index]])
+            if len(tokens) > 1:
+                self._rewind(fork)
+                steps = self._decode(tokens[:-1], range(len(tokens) - 1))
+                score += sum(float(step[t]) for step, t in zip(steps, tokens[1:], strict=True))
             scores[option] = score
-        self._rewind(start)
         top = max(scores.values())
         weights = {option: math.exp(score - top) for option, score in scores.items()}
         total = sum(weights.values())
         return {option: weight / total for option, weight in weights.items()}
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    values = logits.astype(np.float64)
+    top = values.max()
+    return values - top - math.log(np.exp(values - top).sum())
 
 
 def _split_template(template: str, metadata: dict[str, str]) -> tuple[str, str]:

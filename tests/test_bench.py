@@ -20,3 +20,12 @@ def test_normalize_bench_runs_and_reports_a_ratio() -> None:
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "speed-up" in result.stdout
+
+
+def test_classify_bench_runs_against_a_real_server(smollm2_gguf) -> None:
+    command = [sys.executable, "bench/classify.py", "--model", str(smollm2_gguf), "--rounds", "1"]
+    command += ["--texts", "2", "--threads", "2", "--port", "8761"]
+    command += ["--goal-speedup", "0", "--goal-overhead", "1000"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "speed-up vs do-it-yourself" in result.stdout
+    assert "engine overhead" in result.stdout

@@ -59,9 +59,15 @@ def test_messages_put_the_fixed_instruction_first_and_the_post_as_json_data() ->
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"] == SYSTEM
     lines = messages[1]["content"].split("\n")
-    assert len(lines) == 3  # newlines inside the post cannot add lines
+    assert len(lines) == 1  # newlines inside the post cannot add lines
     assert lines[0].startswith("Text: ")
     assert json.loads(lines[0].removeprefix("Text: ")) == text
+
+
+def test_plain_posts_carry_only_the_text() -> None:
+    assert build_messages("hello there", normalize("hello there"))[1]["content"] == (
+        'Text: "hello there"'
+    )
 
 
 def test_the_user_turn_carries_decoded_text_and_candidates() -> None:

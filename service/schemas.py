@@ -2,6 +2,9 @@
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from algospeak import Candidate, Span
+from service.engine import ModelInfo
+
 
 class ErrorDetail(BaseModel):
     type: str
@@ -34,32 +37,12 @@ class BatchRequest(BaseModel):
     texts: list[StrictStr] = Field(description="The texts to classify, in order.")
 
 
-class SpanOut(BaseModel):
-    start: int = Field(description="Offset in the original text (Python string index).")
-    end: int
-    original: str
-    replacement: str
-    category: str
-    rule: str
-    entry: str | None
-
-
-class CandidateOut(BaseModel):
-    start: int
-    end: int
-    original: str
-    meaning: str
-    category: str
-    entry: str
-    reason: str
-
-
 class NormalizeResponse(BaseModel):
     text: str
     normalized: str
     changed: bool
-    spans: list[SpanOut]
-    candidates: list[CandidateOut]
+    spans: list[Span] = Field(description="Replaced pieces; offsets index the original text.")
+    candidates: list[Candidate]
 
 
 class Scores(BaseModel):
@@ -76,8 +59,8 @@ class ClassifyResponse(BaseModel):
     action: str = Field(description="allow, review or block, from the configured thresholds.")
     scores: Scores
     normalized: str
-    spans: list[SpanOut]
-    candidates: list[CandidateOut]
+    spans: list[Span]
+    candidates: list[Candidate]
     model: str
     latency_ms: float
 
@@ -106,17 +89,6 @@ class ModerationResponse(BaseModel):
     results: list[ModerationResult]
 
 
-class ModelDetails(BaseModel):
-    path: str
-    name: str
-    sha256: str
-    size_bytes: int
-    architecture: str
-    quantization: str
-    context_size: int
-    threads: int
-
-
 class LexiconInfo(BaseModel):
     version: str
     sha256: str
@@ -129,7 +101,7 @@ class Info(BaseModel):
     service: str = "algospeak-moderation"
     version: str
     lexicon: LexiconInfo
-    model: ModelDetails | None
+    model: ModelInfo | None
     model_error: str | None = None
     max_text_chars: int
     max_batch: int

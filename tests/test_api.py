@@ -3,6 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from algospeak import HARM_CATEGORIES
 from service.app import create_app
 from service.settings import Settings
 
@@ -40,15 +41,7 @@ def test_info_reports_version_and_lexicon(client: TestClient) -> None:
     lexicon = info["lexicon"]
     assert lexicon["codes"] >= 300
     assert len(lexicon["sha256"]) == 64
-    assert set(lexicon["by_category"]) == {
-        "self_harm",
-        "hate",
-        "sexual",
-        "violence",
-        "harassment",
-        "drugs",
-        "child_safety",
-    }
+    assert set(lexicon["by_category"]) == set(HARM_CATEGORIES)
     assert info["max_text_chars"] == 2_000
 
 
@@ -163,3 +156,14 @@ def test_the_service_keeps_serving_after_bad_requests(client: TestClient) -> Non
     client.post("/normalize", content=b"{", headers={"content-type": "application/json"})
     client.post("/normalize", json={"text": "x" * 10_000})
     assert client.post("/normalize", json={"text": "k!ll"}).json()["normalized"] == "kill"
+
+
+def test_openapi_documents_every_route_with_a_response_model(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/healthz", "/readyz", "/info", "/normalize", "/classify", "/classify/batch"):
+        assert path in spec["paths"]
+    for path, methods in spec["paths"].items():
+        for operation in methods.values():
+            content = operation["responses"]["200"]["content"]["application/json"]
+            assert content["schema"], f"{path} has no response schema"
+    assert "/v1/moderations" in spec["paths"]

@@ -34,7 +34,7 @@ def classify_batch(body: BatchRequest, classifier: ClassifierDep, settings: Sett
 
 def response(verdict: Verdict) -> ClassifyResponse:
     c = verdict.classification
-    n = verdict.normalization.to_dict()
+    n = verdict.normalization
     return ClassifyResponse(
         label=c.label,
         category=c.category,
@@ -42,9 +42,9 @@ def response(verdict: Verdict) -> ClassifyResponse:
         confidence=c.confidence,
         action=verdict.action,
         scores=Scores(label=c.label_scores, category=c.category_scores, severity=c.severity_scores),
-        normalized=n["normalized"],
-        spans=n["spans"],
-        candidates=n["candidates"],
+        normalized=n.normalized,
+        spans=list(n.spans),
+        candidates=list(n.candidates),
         model=verdict.model,
         latency_ms=verdict.latency_ms,
     )

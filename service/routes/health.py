@@ -1,12 +1,10 @@
 """Liveness, readiness and what the service is running."""
 
-from dataclasses import asdict
-
 from fastapi import APIRouter, Request
 
 from algospeak import __version__
 from service.dependencies import ClassifierDep, NormalizerDep, SettingsDep
-from service.schemas import ErrorBody, Health, Info, LexiconInfo, ModelDetails
+from service.schemas import ErrorBody, Health, Info, LexiconInfo
 
 router = APIRouter(tags=["health"])
 
@@ -37,7 +35,7 @@ def info(request: Request, normalizer: NormalizerDep, settings: SettingsDep) -> 
             terms=len(lexicon.terms),
             by_category=lexicon.size_by_category(),
         ),
-        model=ModelDetails(**asdict(model)) if model is not None else None,
+        model=model,
         model_error=request.app.state.model_error,
         max_text_chars=settings.max_text_chars,
         max_batch=settings.max_batch,

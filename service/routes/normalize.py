@@ -17,4 +17,4 @@ def normalize(
     body: NormalizeRequest, normalizer: NormalizerDep, settings: SettingsDep
 ) -> NormalizeResponse:
     result = normalizer.normalize(checked_text(body.text, settings))
-    return NormalizeResponse.model_validate(result.to_dict())
+    return NormalizeResponse.model_validate(result, from_attributes=True)

@@ -122,7 +122,7 @@ class Engine:
             context_size=self._llm.n_ctx(),
             threads=threads,
         )
-        head, tail = _split_template(metadata.get("tokenizer.chat_template") or _CHATML, metadata)
+        head, tail = _split_template(metadata.get("tokenizer.chat_template") or _CHATML)
         self._prefix = self._tokens(head, special=True) + self._tokens(USER_PREFIX)
         if metadata.get("tokenizer.ggml.add_bos_token") == "true":
             self._prefix = [self._llm.token_bos(), *self._prefix]
@@ -261,7 +261,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return values - top - math.log(np.exp(values - top).sum())
 
 
-def _split_template(template: str, metadata: dict[str, str]) -> tuple[str, str]:
+def _split_template(template: str) -> tuple[str, str]:
     """The rendered chat prompt around the user content: (system + user header, user footer +
     assistant header)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment

@@ -15,8 +15,12 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[serve]'
 	touch $@
 
+# torch first, pinned, so pip takes the CPU wheel on a CPU machine instead of a CUDA build.
+TORCH ?= torch==2.13.0
+
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[serve,dev]'
+	$(BIN)/pip install '$(TORCH)'
+	$(BIN)/pip install -e '.[serve,train,convert,dev]'
 	touch $@ $(VENV)/.serve
 
 serve: $(VENV)/.serve

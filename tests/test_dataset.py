@@ -343,3 +343,9 @@ def test_card_counts_agree_with_files(small: tuple[Splits, Path]) -> None:
     for entry in splits.held_out_entries:
         assert f"`{entry}`" in card
     assert re.search(r"python -m training\.dataset build --out DIR --seed 13 --size 800", card)
+
+
+def test_the_test_split_measures_injections_of_both_labels(full: tuple[Splits, Path]) -> None:
+    splits, _ = full
+    families = Counter(e.label for e in splits.test if e.family.startswith("injection"))
+    assert families["harmful"] > 0 and families["safe"] > 0

@@ -444,10 +444,16 @@ def _held_out_families(families: Sequence[_Family], rng: random.Random) -> set[s
 
 
 def _held_out_entries(families: Sequence[_Family], rng: random.Random) -> set[str]:
-    """About HELD_OUT_ENTRY_SHARE of the code entries that the templates use."""
+    """About HELD_OUT_ENTRY_SHARE of the code entries that the templates use, plus one entry
+    of each prompt-injection family if chance picked none, so test measures injections too."""
     used = sorted({c.entry.id for f in families for c in f.choices})
     count = max(1, round(len(used) * HELD_OUT_ENTRY_SHARE))
-    return set(rng.sample(used, count))
+    held = set(rng.sample(used, count))
+    for family in families:
+        entries = sorted({c.entry.id for c in family.choices})
+        if family.id.startswith("injection") and entries and not held & set(entries):
+            held.add(rng.choice(entries))
+    return held
 
 
 def _sample(

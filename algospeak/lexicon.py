@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ class Lexicon:
     @classmethod
     def from_yaml(cls, raw: bytes, source: str) -> Lexicon:
         try:
-            data = yaml.safe_load(raw)
+            # The C loader, where PyYAML has it, reads the lexicon several times faster.
+            data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.YAMLError as exc:
             raise LexiconError(f"{source}: not valid YAML: {exc}") from exc
         return _build(data, source=source, sha256=hashlib.sha256(raw).hexdigest())
@@ -227,13 +229,13 @@ def _check_whole(entries: list[Entry], source: str) -> None:
                     f"{owner[spelling]!r}"
                 )
             owner[spelling] = entry.id
-    code_words = {v for e in entries if e.kind == "code" for v in e.variants}
+    code_ids = {e.id for e in entries if e.kind == "code"}
+    codes = _Codes({s: o for s, o in owner.items() if o in code_ids})
     for entry in entries:
         if entry.kind != "code":
             continue
-        for replacement in set(entry.variants.values()):
-            padded = f" {replacement} "
-            clash = next((w for w in code_words if f" {w} " in padded), None)
+        for replacement in sorted(set(entry.variants.values())):
+            clash = codes.inside(replacement)
             if clash:
                 raise LexiconError(
                     f"{source}: code {entry.id!r}: replacement {replacement!r} contains the code "
@@ -241,9 +243,8 @@ def _check_whole(entries: list[Entry], source: str) -> None:
                 )
         # A veto must survive normalization: it may not hold another entry's code, which
         # would be replaced (its own code is never replaced while the veto holds).
-        others = code_words - set(entry.variants)
         for cue in entry.against:
-            clash = _code_in_cue(cue, others)
+            clash = codes.in_cue(cue, besides=entry.id)
             if clash:
                 raise LexiconError(
                     f"{source}: code {entry.id!r}: against-cue {cue!r} matches the code {clash!r}, "
@@ -251,12 +252,32 @@ def _check_whole(entries: list[Entry], source: str) -> None:
                 )
 
 
-def _code_in_cue(cue: str, code_words: set[str]) -> str | None:
-    """A code that a cue phrase contains, or whose words a prefix cue ("dab*") matches."""
-    if cue.endswith("*"):
+class _Codes:
+    """Code spellings indexed by word, so the whole-lexicon checks stay linear."""
+
+    def __init__(self, owner: dict[str, str]) -> None:
+        self._owner = owner
+        self._words = sorted((word, spelling) for spelling in owner for word in spelling.split())
+
+    def inside(self, phrase: str, besides: str | None = None) -> str | None:
+        """A code (not of entry ``besides``) that ``phrase`` holds as whole words."""
+        words = phrase.split()
+        for start in range(len(words)):
+            for end in range(start + 1, len(words) + 1):
+                candidate = " ".join(words[start:end])
+                if candidate in self._owner and self._owner[candidate] != besides:
+                    return candidate
+        return None
+
+    def in_cue(self, cue: str, besides: str) -> str | None:
+        """A code of another entry that ``cue`` contains, or whose words a prefix cue
+        ("dab*") matches."""
+        if not cue.endswith("*"):
+            return self.inside(cue, besides)
         prefix = cue[:-1]
-        return next(
-            (w for w in sorted(code_words) if any(p.startswith(prefix) for p in w.split())), None
-        )
-    padded = f" {cue} "
-    return next((w for w in sorted(code_words) if f" {w} " in padded), None)
+        for word, spelling in self._words[bisect_left(self._words, (prefix, "")) :]:
+            if not word.startswith(prefix):
+                return None
+            if self._owner[spelling] != besides:
+                return spelling
+        return None

@@ -2,9 +2,12 @@
 
 ``python -m training.evaluate --model MODEL.gguf --data models/dataset/test.jsonl --out DIR``
 writes ``metrics.json`` and ``report.md``: harmful precision/recall/F1, category accuracy on
-harmful items, the false-positive rate on safe items, accuracy on prompt-injection texts,
-calibration (ECE) and confusion matrices. The GGUF is scored by ``service.engine`` (no web
-layer), so the number measured here is the number served.
+harmful items, severity accuracy on harmful items and severity mean absolute error (ordinal,
+over all items), the false-positive rate on safe items, accuracy on prompt-injection texts,
+calibration (ECE) and confusion matrices, plus ``confusion.png`` and ``reliability.png``. The
+GGUF is scored by ``service.engine`` (no web layer), so the number measured here is the number
+served. ``score_with`` takes any classifier with the engine's ``classify`` signature, so another
+scorer (an HF model with an adapter) reuses the same metrics and report.
 """
 
 from __future__ import annotations
@@ -17,13 +20,24 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from algospeak import normalize
-from algospeak.taxonomy import CATEGORIES
+from algospeak import Normalization, normalize
+from algospeak.taxonomy import CATEGORIES, LABELS, SEVERITIES
+
+if TYPE_CHECKING:  # the engine imports llama-cpp: only score() loads it
+    from service.engine import Classification
 
 logger = logging.getLogger(__name__)
 _BINS = 10
+# The ordinal position of each severity, for the mean absolute error (none=0 ... extreme=4).
+_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+class Classifier(Protocol):
+    """What evaluation needs from a model: the engine's ``classify`` signature."""
+
+    def classify(self, text: str, normalization: Normalization) -> Classification: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,32 +46,45 @@ class Scored:
 
     label: str
     category: str
+    severity: str
     predicted_label: str
     predicted_category: str
+    predicted_severity: str
     confidence: float
     family: str
 
 
+def score_with(classifier: Classifier, records: list[dict[str, Any]]) -> list[Scored]:
+    """Classify every record with ``classifier``, in order; one ``Scored`` per record.
+
+    Records are dataset rows (``text``, ``label``, ``category``, ``severity`` and optionally
+    ``provenance.family``); the classifier sees the text and its normalization, as served.
+    """
+    results = []
+    for record in _progress(records):
+        answer = classifier.classify(record["text"], normalize(record["text"]))
+        results.append(
+            Scored(
+                label=record["label"],
+                category=record["category"],
+                severity=record["severity"],
+                predicted_label=answer.label,
+                predicted_category=answer.category,
+                predicted_severity=answer.severity,
+                confidence=answer.confidence,
+                family=(record.get("provenance") or {}).get("family", ""),
+            )
+        )
+    return results
+
+
 def score(model: Path, records: list[dict[str, Any]], threads: int) -> list[Scored]:
-    """Classify every record with the engine that serves ``model``."""
+    """Classify every record with the engine that serves ``model`` (closed afterwards)."""
     from service.engine import Engine
 
     engine = Engine(model, threads=threads, context=2048)
     try:
-        results = []
-        for record in _progress(records):
-            answer = engine.classify(record["text"], normalize(record["text"]))
-            results.append(
-                Scored(
-                    label=record["label"],
-                    category=record["category"],
-                    predicted_label=answer.label,
-                    predicted_category=answer.category,
-                    confidence=answer.confidence,
-                    family=record.get("provenance", {}).get("family", ""),
-                )
-            )
-        return results
+        return score_with(engine, records)
     finally:
         engine.close()
 
@@ -86,41 +113,72 @@ def metrics(results: list[Scored]) -> dict[str, Any]:
         "category_accuracy_on_harmful": _ratio(
             sum(r.category == r.predicted_category for r in harmful), len(harmful)
         ),
+        "severity_accuracy_on_harmful": _ratio(
+            sum(r.severity == r.predicted_severity for r in harmful), len(harmful)
+        ),
+        # Over all items: calling a safe post "high" is an error of 3 steps too.
+        "severity_mae": severity_mean_absolute_error(results),
         "false_positive_rate_on_safe": _ratio(fp, len(safe)),
         "injection_accuracy": _ratio(
             sum(r.label == r.predicted_label for r in injections), len(injections)
         ),
         "ece": expected_calibration_error(results),
-        "label_confusion": _confusion(results, "label", "predicted_label", ("harmful", "safe")),
+        "reliability": reliability(results),
+        "label_confusion": _confusion(results, "label", "predicted_label", LABELS),
         "category_confusion": _confusion(results, "category", "predicted_category", CATEGORIES),
+        "severity_confusion": _confusion(results, "severity", "predicted_severity", SEVERITIES),
     }
 
 
-def expected_calibration_error(results: list[Scored]) -> float | None:
-    """ECE of the label confidence over 10 equal-width bins."""
+def severity_mean_absolute_error(results: list[Scored]) -> float | None:
+    """Mean distance between true and predicted severity on the ordinal scale
+    none < low < medium < high < extreme (0 to 4 steps); None for no results."""
     if not results:
         return None
-    bins: dict[int, list[Scored]] = {}
+    distance = sum(abs(_RANK[r.severity] - _RANK[r.predicted_severity]) for r in results)
+    return distance / len(results)
+
+
+def reliability(results: list[Scored]) -> list[dict[str, Any]]:
+    """The label confidence in 10 equal-width bins: each bin's bounds, count, label accuracy and
+    mean confidence (both None for an empty bin). Confidence 1.0 falls in the last bin."""
+    members: list[list[Scored]] = [[] for _ in range(_BINS)]
     for r in results:
-        bins.setdefault(min(int(r.confidence * _BINS), _BINS - 1), []).append(r)
-    total = 0.0
-    for members in bins.values():
-        accuracy = sum(r.label == r.predicted_label for r in members) / len(members)
-        confidence = sum(r.confidence for r in members) / len(members)
-        total += len(members) / len(results) * abs(accuracy - confidence)
-    return total
+        members[min(int(r.confidence * _BINS), _BINS - 1)].append(r)
+    return [
+        {
+            "lower": index / _BINS,
+            "upper": (index + 1) / _BINS,
+            "count": len(group),
+            "accuracy": _ratio(sum(r.label == r.predicted_label for r in group), len(group)),
+            "confidence": sum(r.confidence for r in group) / len(group) if group else None,
+        }
+        for index, group in enumerate(members)
+    ]
 
 
-def report(figures: dict[str, Any], title: str) -> str:
-    """A Markdown report of ``figures``."""
+def expected_calibration_error(results: list[Scored]) -> float | None:
+    """ECE of the label confidence over 10 equal-width bins (None for no results)."""
+    if not results:
+        return None
+    return sum(
+        b["count"] / len(results) * abs(b["accuracy"] - b["confidence"])
+        for b in reliability(results)
+        if b["count"]
+    )
+
+
+def report(figures: dict[str, Any], title: str, images: dict[str, str] | None = None) -> str:
+    """A Markdown report of ``figures``: the scalar metrics, the confusion matrices as tables,
+    and links to ``images`` (caption -> path relative to the report) when given."""
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     for key, value in figures.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, dict | list):
             shown = (
                 "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else value)
             )
             lines.append(f"| {key} | {shown} |")
-    for name in ("label_confusion", "category_confusion"):
+    for name in ("label_confusion", "category_confusion", "severity_confusion"):
         matrix = figures[name]
         columns = list(next(iter(matrix.values())))
         lines += ["", f"## {name} (rows: truth, columns: prediction)", ""]
@@ -128,7 +186,36 @@ def report(figures: dict[str, Any], title: str) -> str:
         lines.append("|---" * (len(columns) + 1) + "|")
         for truth, row in matrix.items():
             lines.append(f"| {truth} | " + " | ".join(str(row[c]) for c in columns) + " |")
+    if images:
+        lines += ["", "## Plots", ""]
+        for caption, path in images.items():
+            lines += [f"![{caption}]({path})", ""]
+        lines.pop()
     return "\n".join(lines) + "\n"
+
+
+def write_outputs(figures: dict[str, Any], out: Path, title: str) -> dict[str, Path]:
+    """Write ``metrics.json``, the PNGs and ``report.md`` into ``out`` (created); returns them by
+    name. Without matplotlib the PNGs are skipped with a warning and the report has no plots."""
+    from training import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"metrics": out / "metrics.json"}
+    written["metrics"].write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    images: dict[str, str] = {}
+    try:
+        plots.confusion_png(
+            figures["category_confusion"], figures["label_confusion"], out / "confusion.png"
+        )
+        plots.reliability_png(figures["reliability"], figures["ece"], out / "reliability.png")
+    except ImportError:
+        logger.warning("matplotlib is not installed (the train extra brings it): no PNGs")
+    else:
+        written |= {"confusion": out / "confusion.png", "reliability": out / "reliability.png"}
+        images = {"confusion matrices": "confusion.png", "reliability diagram": "reliability.png"}
+    written["report"] = out / "report.md"
+    written["report"].write_text(report(figures, title, images), encoding="utf-8")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,11 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     with args.data.open(encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle][: args.limit]
     figures = metrics(score(args.model, records, args.threads))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "metrics.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     title = f"{args.model.name} on {args.data.name} ({len(records)} examples)"
-    (args.out / "report.md").write_text(report(figures, title), encoding="utf-8")
-    print(args.out / "report.md")  # noqa: T201 - the CLI's result, for scripts
+    written = write_outputs(figures, args.out, title)
+    print(written["report"])  # noqa: T201 - the CLI's result, for scripts
     return 0
 
 

@@ -77,7 +77,12 @@ def load_engine(app: FastAPI, settings: Settings) -> Engine | None:
     try:
         if not path.is_file():
             raise ModelError(f"model file {path} not found: {FETCH_HINT}")
-        return Engine(path, threads=settings.threads, context=settings.context_size)
+        return Engine(
+            path,
+            threads=settings.threads,
+            context=settings.context_size,
+            lora_path=settings.lora_path,
+        )
     except ModelError as exc:
         message = str(exc) if "not found" in str(exc) else f"{exc}; {FETCH_HINT}"
         app.state.model_error = message

@@ -73,6 +73,7 @@ class ModelInfo:
     quantization: str
     context_size: int
     threads: int
+    adapter: str | None = None  # a GGUF LoRA adapter applied on top: "<path> sha256:<hex>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +94,23 @@ class Classification:
 class Engine:
     """A loaded GGUF classifier. ``close()`` frees it."""
 
-    def __init__(self, path: Path, *, threads: int, context: int, batch: int = 512) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int,
+        context: int,
+        batch: int = 512,
+        lora_path: Path | None = None,
+    ) -> None:
+        """Load the GGUF at ``path``, with the GGUF LoRA adapter ``lora_path`` applied if given."""
         from llama_cpp import Llama  # heavy: only the engine needs it
 
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
+        if lora_path is not None and not Path(lora_path).is_file():
+            raise ModelError(f"LoRA adapter file {lora_path} does not exist")
         try:
             self._llm: Llama = Llama(
                 model_path=str(path),
@@ -107,10 +119,12 @@ class Engine:
                 n_threads_batch=threads,
                 n_batch=batch,
                 logits_all=False,
+                lora_path=str(lora_path) if lora_path is not None else None,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"model file {path} could not be loaded (not a valid GGUF?)") from exc
+            what = f"model file {path}" + (f" with adapter {lora_path}" if lora_path else "")
+            raise ModelError(f"{what} could not be loaded (not a valid GGUF?)") from exc
         metadata = self._llm.metadata
         self.info = ModelInfo(
             path=str(path),
@@ -121,8 +135,9 @@ class Engine:
             quantization=_FILE_TYPES.get(int(metadata.get("general.file_type", -1)), "unknown"),
             context_size=self._llm.n_ctx(),
             threads=threads,
+            adapter=f"{lora_path} sha256:{_sha256(Path(lora_path))}" if lora_path else None,
         )
-        head, tail = _split_template(metadata.get("tokenizer.chat_template") or _CHATML)
+        head, tail = split_template(metadata.get("tokenizer.chat_template"))
         self._prefix = self._tokens(head, special=True) + self._tokens(USER_PREFIX)
         if metadata.get("tokenizer.ggml.add_bos_token") == "true":
             self._prefix = [self._llm.token_bos(), *self._prefix]
@@ -261,13 +276,14 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return values - top - math.log(np.exp(values - top).sum())
 
 
-def _split_template(template: str) -> tuple[str, str]:
+def split_template(template: str | None) -> tuple[str, str]:
     """The rendered chat prompt around the user content: (system + user header, user footer +
-    assistant header)."""
+    assistant header). ``None`` means ChatML. Public so that other scorers of the same model
+    (training's Hugging Face scorer) build exactly the engine's prompt."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    rendered = environment.from_string(template).render(
+    rendered = environment.from_string(template or _CHATML).render(
         messages=[
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": _SENTINEL},

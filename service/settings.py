@@ -13,6 +13,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALGOSPEAK_", env_file=None, extra="ignore")
 
     model_path: Path = Field(Path("models/algospeak.gguf"), description="The GGUF to serve.")
+    lora_path: Path | None = Field(
+        None, description="A GGUF LoRA adapter to apply on the model (instead of merging)."
+    )
     threads: int = Field(os.cpu_count() or 1, gt=0, description="CPU threads for the model.")
     context_size: int = Field(2048, ge=256, description="Model context, in tokens.")
     max_text_chars: int = Field(20_000, gt=0, description="Longest text accepted, in characters.")

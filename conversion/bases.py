@@ -1,4 +1,4 @@
-"""The catalog of base models (``models/catalog.yaml``) and a fetcher for its entries.
+"""The catalog of base models (``conversion/catalog.yaml``, shipped with the package) and a fetcher for its entries.
 
 Two kinds of source:
 
@@ -40,7 +40,7 @@ import yaml
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-CATALOG_PATH = ROOT / "models" / "catalog.yaml"
+CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 DEFAULT_DEST_ROOT = ROOT / "models" / "bases"
 
 SOURCES = ("pypi", "huggingface")
@@ -96,7 +96,7 @@ class BaseModelEntry:
 
 
 def load_catalog(path: Path | str | None = None) -> dict[str, BaseModelEntry]:
-    """Read and validate a catalog (default ``models/catalog.yaml``).
+    """Read and validate a catalog (default ``conversion/catalog.yaml``).
 
     Returns the entries by name, in file order. Raises :class:`CatalogError`, naming the file
     and the bad entry, if the file is missing, is not valid YAML, or any entry is malformed

@@ -80,7 +80,7 @@ def write_catalog(tmp_path: Path, bases: dict) -> Path:
 
 
 def good_entry() -> dict:
-    raw = yaml.safe_load((ROOT / "models" / "catalog.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((ROOT / "conversion" / "catalog.yaml").read_text(encoding="utf-8"))
     return dict(raw["bases"][SMOL])
 
 

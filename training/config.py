@@ -29,6 +29,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    lora_layers: int | None = None  # LoRA in the last N transformer layers only; None: all
     learning_rate: float = 2e-4
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -40,6 +41,11 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool | None = None  # None: bf16 compute on GPUs that support it, else fp32
     logging_steps: int = 10
+    gradient_checkpointing: bool = False  # saves GPU memory for large bases; costs ~30% speed
+    completion_only_loss: bool = True  # loss on the answer only; False: on the whole sequence
+    save_steps: int = 0  # > 0: write a checkpoint every N steps (needed to resume)
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    push_to_hub: str | None = None  # a Hugging Face repo id to upload the adapter to
 
     def validate(self) -> TrainConfig:
         """Reject settings that cannot work together; returns self."""
@@ -62,6 +68,12 @@ class TrainConfig:
             problems.append("max_length under 64 tokens cannot hold the prompt and the answer")
         if self.max_examples is not None and self.max_examples <= 0:
             problems.append("max_examples must be positive when set")
+        if self.lora_layers is not None and self.lora_layers <= 0:
+            problems.append("lora_layers must be positive when set")
+        if self.save_steps < 0:
+            problems.append("save_steps must be 0 (no checkpoints) or positive")
+        if self.resume and self.save_steps == 0:
+            problems.append("resume needs checkpoints: set save_steps > 0")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
         return self

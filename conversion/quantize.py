@@ -1,0 +1,130 @@
+"""Quantize a GGUF in-process with llama.cpp's own quantizer (no binary needed).
+
+The requested type is a recipe, not a promise: llama.cpp falls back to other types for tensors
+whose rows do not fit the type's block (Q4_K needs rows divisible by 256; SmolLM2-135M's 576 are
+not, so most of its tensors become Q5_0). The result reports the tensor types actually written,
+read back from the file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conversion import manifest
+from conversion.errors import ConversionError, disk_space
+from conversion.gguf_file import tensor_types
+
+log = logging.getLogger(__name__)
+
+# llama_ftype values (llama.h): LLAMA_FTYPE_MOSTLY_Q4_K_M, ..._Q5_K_M, ..._Q8_0.
+TYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7}
+DEFAULT = "Q4_K_M"
+_PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Quantized:
+    """A quantized file and what is really in it."""
+
+    path: Path
+    quantization: str
+    bytes: int
+    tensor_types: dict[str, int] = field(default_factory=dict)  # GGML type -> tensor count
+
+
+def quantize(
+    source: Path, output: Path, quantization: str = DEFAULT, *, threads: int | None = None
+) -> Quantized:
+    """Quantize the GGUF ``source`` (f16/bf16/f32) to ``output`` as ``quantization`` (one of
+    :data:`TYPES`), record it in the manifest next to ``output`` and return what was written.
+    ``threads`` defaults to all cores. ConversionError for an unknown type, a missing source,
+    a failed quantization or a full disk; ``output`` is never left half-written."""
+    import llama_cpp
+
+    source, output = Path(source), Path(output)
+    if quantization not in TYPES:
+        raise ConversionError(
+            f"quantization must be one of {', '.join(TYPES)}, not {quantization!r}"
+        )
+    if not source.is_file():
+        raise ConversionError(f"{source} does not exist: convert the model first")
+    started = time.monotonic()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = TYPES[quantization]
+    params.nthread = threads or 0  # 0: all hardware threads
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    log.info("quantizing %s to %s (%s)", source.name, output, quantization)
+    try:
+        with disk_space(output), _progress(output.name):
+            status = llama_cpp.llama_model_quantize(
+                str(source).encode(), str(partial).encode(), ctypes.byref(params)
+            )
+        if status != 0:
+            raise ConversionError(
+                f"llama.cpp could not quantize {source} (status {status}); is it an f16, bf16 "
+                "or f32 GGUF written by `python -m conversion convert`?"
+            )
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    result = Quantized(output, quantization, output.stat().st_size, tensor_types(output))
+    fallback = {t: n for t, n in result.tensor_types.items() if t not in _expected(quantization)}
+    log.info("wrote %s: %s", output.name, _describe(result.tensor_types))
+    if fallback:
+        log.info("beyond the %s recipe (fallbacks for short rows): %s", quantization, fallback)
+    manifest.update(
+        output.parent,
+        "quantize",
+        artifacts={output: {"quantization": quantization, "tensor_types": result.tensor_types}},
+        inherit=source.parent,
+        started=started,
+        source=source.name,
+    )
+    return result
+
+
+def _expected(quantization: str) -> set[str]:
+    # What the recipe itself writes; norms and biases stay F32 in every recipe.
+    return {"F32"} | {
+        "Q4_K_M": {"Q4_K", "Q6_K"},
+        "Q5_K_M": {"Q5_K", "Q6_K"},
+        "Q8_0": {"Q8_0"},
+    }[quantization]
+
+
+def _describe(types: dict[str, int]) -> str:
+    return ", ".join(f"{count} {name}" for name, count in types.items())
+
+
+@contextmanager
+def _progress(what: str) -> Iterator[None]:
+    """Route llama.cpp's log lines to the debug log while quantizing, advancing a progress bar
+    on its "[ i/ n]" tensor lines, then give llama-cpp-python its own log callback back."""
+    import llama_cpp
+    from llama_cpp import _logger
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"quantizing {what}", unit="tensor")
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", errors="replace")
+        if match := _PROGRESS.search(line):
+            bar.total = int(match[2])
+            bar.update(int(match[1]) - bar.n)
+        log.debug("llama.cpp: %s", line.rstrip())
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        bar.close()

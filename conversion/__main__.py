@@ -126,9 +126,14 @@ def _run(args: argparse.Namespace) -> tuple[Any, bool]:
     if args.step == "verify":
         from conversion.verify import sample_texts, verify
 
+        reference = args.hf
+        if not Path(reference).is_dir():  # a catalog name or Hub id, as for merge's --base
+            from conversion.adapters import resolve
+
+            reference = resolve(reference)[1]
         report = verify(
             args.gguf,
-            args.hf,
+            reference,
             adapter=args.adapter,
             texts=sample_texts(args.samples, args.data),
             threshold=args.threshold,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,12 @@ def quantize(
         with disk_space(output), _progress(output.name):
             status = llama_cpp.llama_model_quantize(
                 str(source).encode(), str(partial).encode(), ctypes.byref(params)
+            )
+        if status != 0 and shutil.disk_usage(output.parent).free < source.stat().st_size:
+            raise ConversionError(
+                f"the disk is full (quantizing to {output} failed with "
+                f"{shutil.disk_usage(output.parent).free // 2**20} MB free): free some space or "
+                "write the output to another disk"
             )
         if status != 0:
             raise ConversionError(

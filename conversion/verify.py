@@ -120,9 +120,9 @@ def verify(
 ) -> Report:
     """Compare ``gguf`` with ``reference`` (a merged HF folder, the base when ``adapter`` is
     given, or a ready ``HFScorer`` to reuse across files) on ``texts`` (default
-    :func:`sample_texts`), record the summary in the manifest next to ``gguf`` and return the
-    report. ConversionError if the metadata is incomplete; a low agreement is reported
-    (``passed`` false), not raised."""
+    :func:`sample_texts`), record the summary in the manifest next to ``gguf`` (when the
+    conversion wrote one there) and return the report. ConversionError if the metadata is
+    incomplete; a low agreement is reported (``passed`` false), not raised."""
     from algospeak import normalize
     from service.engine import Engine
     from training.hf_scorer import HFScorer
@@ -184,7 +184,8 @@ def verify(
         seconds=round(time.monotonic() - started, 2),
         rows=rows,
     )
-    manifest.annotate(gguf, "verify", report.summary())
+    if (gguf.parent / manifest.NAME).is_file():  # a file this package made, not a bare GGUF
+        manifest.annotate(gguf, "verify", report.summary())
     log.info(
         "%s: label agreement %.1f%%, category agreement %.1f%%, max |dP(harmful)| %.4f",
         gguf.name,

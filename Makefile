@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test lint format bench base clean
+DEFAULT_MODEL := models/default/algospeak.gguf
+
+.PHONY: serve model test lint format bench base clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +20,27 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 # torch first, pinned, so pip takes the CPU wheel on a CPU machine instead of a CUDA build.
 TORCH ?= torch==2.13.0
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
+# What building the default model needs: training and conversion on top of serving.
+$(VENV)/.build: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[serve,train,convert,dev]'
+	$(BIN)/pip install -e '.[serve,train,convert]'
 	touch $@ $(VENV)/.serve
 
+$(VENV)/.dev: $(VENV)/.build
+	$(BIN)/pip install -e '.[serve,train,convert,dev]'
+	touch $@
+
+# Serves ALGOSPEAK_MODEL_PATH when set; otherwise the default model, built first if missing.
 serve: $(VENV)/.serve
+	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ] && [ ! -f $(DEFAULT_MODEL) ]; then \
+		echo "No default model yet: building it first (make model, about 20 minutes on 2 cores)"; \
+		$(MAKE) model; \
+	fi
 	$(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT)
+
+# Fine-tune, convert, verify, evaluate and install the default model; a no-op when up to date.
+model: $(VENV)/.build
+	$(BIN)/python -m conversion.default_model
 
 test: $(VENV)/.dev
 	$(BIN)/pytest
@@ -39,6 +55,8 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/normalize.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/classify.py
 
 # Fetch the SmolLM2 base GGUF (sha256-checked) into models/bases/; prints its path.

@@ -29,11 +29,10 @@ PRESET = ROOT / "training" / "configs" / "smollm2-135m-cpu.yaml"
 VARIANTS = {
     "preset": {},
     "qlora-4bit": {"load_in_4bit": True},
-    "plain-lora": {"load_in_4bit": False},
+    "all-layers": {"lora_layers": None},
     "full-sequence-loss": {"completion_only_loss": False},
     "bf16": {"bf16": True},
     "gradient-checkpointing": {"gradient_checkpointing": True},
-    "last-8-layers": {"lora_layers": 8},
 }
 
 

@@ -1,4 +1,4 @@
-"""The catalog of base models (``conversion/catalog.yaml``, shipped with the package) and a fetcher for its entries.
+"""The catalog of base models (``conversion/catalog.yaml``, shipped in the package) and a fetcher.
 
 Two kinds of source:
 

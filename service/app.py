@@ -18,8 +18,8 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 FETCH_HINT = (
-    "fetch a base model with `python -m conversion.bases fetch smollm2-135m-instruct` and set "
-    "ALGOSPEAK_MODEL_PATH to the path it prints"
+    "build the default model with `make model` (about 20 minutes on a laptop CPU), or set "
+    "ALGOSPEAK_MODEL_PATH to a GGUF (e.g. the base `make base` prints)"
 )
 
 

@@ -15,12 +15,13 @@ An ``Engine`` is not thread-safe (one context, one KV cache): callers serialize 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -74,6 +75,9 @@ class ModelInfo:
     context_size: int
     threads: int
     adapter: str | None = None  # a GGUF LoRA adapter applied on top: "<path> sha256:<hex>"
+    # The build's manifest.json next to the file when there is one (how the model was made,
+    # its evaluation figures); its own sha256 must match the file's.
+    manifest: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,16 +130,18 @@ class Engine:
             what = f"model file {path}" + (f" with adapter {lora_path}" if lora_path else "")
             raise ModelError(f"{what} could not be loaded (not a valid GGUF?)") from exc
         metadata = self._llm.metadata
+        sha256 = _sha256(path)
         self.info = ModelInfo(
             path=str(path),
             name=metadata.get("general.name", path.stem),
-            sha256=_sha256(path),
+            sha256=sha256,
             size_bytes=path.stat().st_size,
             architecture=metadata.get("general.architecture", "unknown"),
             quantization=_FILE_TYPES.get(int(metadata.get("general.file_type", -1)), "unknown"),
             context_size=self._llm.n_ctx(),
             threads=threads,
             adapter=f"{lora_path} sha256:{_sha256(Path(lora_path))}" if lora_path else None,
+            manifest=_manifest(path, sha256),
         )
         head, tail = split_template(metadata.get("tokenizer.chat_template"))
         self._prefix = self._tokens(head, special=True) + self._tokens(USER_PREFIX)
@@ -296,6 +302,19 @@ def split_template(template: str | None) -> tuple[str, str]:
         raise ModelError("the model's chat template does not render a user message")
     head, tail = rendered.split(_SENTINEL)
     return head, tail
+
+
+def _manifest(path: Path, sha256: str) -> dict[str, Any] | None:
+    """The manifest next to ``path`` (written by ``make model`` or ``python -m conversion``) if
+    it describes this very file, else None."""
+    try:
+        manifest = json.loads(path.with_name("manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    recorded = manifest.get("artifacts", {}).get(path.name, {}).get("sha256")
+    return manifest if sha256 in (manifest.get("sha256"), recorded) else None
 
 
 def _sha256(path: Path) -> str:

@@ -12,7 +12,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ALGOSPEAK_", env_file=None, extra="ignore")
 
-    model_path: Path = Field(Path("models/algospeak.gguf"), description="The GGUF to serve.")
+    model_path: Path = Field(
+        Path("models/default/algospeak.gguf"),
+        description="The GGUF to serve (default: the model `make model` builds).",
+    )
     lora_path: Path | None = Field(
         None, description="A GGUF LoRA adapter to apply on the model (instead of merging)."
     )

@@ -56,9 +56,9 @@ def test_the_same_text_gives_the_same_answer_and_numbers(engine) -> None:
 def test_only_the_request_tokens_are_evaluated_not_the_fixed_prefix(engine) -> None:
     text = "hello there"
     result = classify(engine, text)
-    full_prompt = len(engine._prefix) + engine.count_tokens(text)
-    assert len(engine._prefix) > 100  # the instruction is long; re-evaluating it would show
-    assert result.tokens_evaluated < full_prompt
+    # The instruction is longer than a short request with its answer path: re-evaluating it
+    # would show.
+    assert result.tokens_evaluated < len(engine._prefix)
 
 
 def test_user_text_cannot_inject_control_tokens(engine) -> None:

@@ -1,6 +1,7 @@
 """Evaluation of a served model on a dataset split, through the service's own engine.
 
 ``python -m training.evaluate --model MODEL.gguf --data models/dataset/test.jsonl --out DIR``
+(or ``--hf BASE [--adapter DIR]`` for a Hugging Face model, scored the same way)
 writes ``metrics.json`` and ``report.md``: harmful precision/recall/F1, category accuracy on
 harmful items, severity accuracy on harmful items and severity mean absolute error (ordinal,
 over all items), the false-positive rate on safe items, accuracy on prompt-injection texts,
@@ -219,19 +220,33 @@ def write_outputs(figures: dict[str, Any], out: Path, title: str) -> dict[str, P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a GGUF on a dataset split.")
-    parser.add_argument("--model", type=Path, required=True)
+    parser = argparse.ArgumentParser(description="Evaluate a model on a dataset split.")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", type=Path, help="a GGUF, scored by the serving engine")
+    model.add_argument("--hf", help="a Hugging Face model (folder, catalog name or Hub id)")
+    parser.add_argument("--adapter", type=Path, help="a peft adapter on top of --hf")
     parser.add_argument("--data", type=Path, required=True, help="a split, e.g. test.jsonl")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, help="evaluate only the first N examples")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    if args.adapter and not args.hf:
+        parser.error("--adapter goes with --hf")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with args.data.open(encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle][: args.limit]
-    figures = metrics(score(args.model, records, args.threads))
-    title = f"{args.model.name} on {args.data.name} ({len(records)} examples)"
-    written = write_outputs(figures, args.out, title)
+    if args.model:
+        name = args.model.name
+        results = score(args.model, records, args.threads)
+    else:
+        from training.base import resolve_base
+        from training.hf_scorer import HFScorer
+
+        name = args.hf + (f" + {args.adapter.name}" if args.adapter else "")
+        scorer = HFScorer(resolve_base(args.hf), adapter=args.adapter, threads=args.threads)
+        results = score_with(scorer, records)
+    title = f"{name} on {args.data.name} ({len(records)} examples)"
+    written = write_outputs(metrics(results), args.out, title)
     print(written["report"])  # noqa: T201 - the CLI's result, for scripts
     return 0
 

@@ -59,6 +59,7 @@ class HFScorer:
             # slower than fewer (OpenMP workers wait on each other), so callers can cap it.
             torch.set_num_threads(threads)
 
+        self._answers: dict[tuple[int, ...], Classification] = {}
         self.source = f"{type(model).__name__} object"
         if isinstance(model, str | Path):
             source = self.source = str(model)
@@ -105,7 +106,15 @@ class HFScorer:
         return self._tokens(content) + self._tail
 
     def classify(self, text: str, normalization: Normalization) -> Classification:
-        """Score ``text``: the engine's ``Classification``, computed by this model."""
+        """Score ``text``: the engine's ``Classification``, computed by this model. Answers are
+        remembered per prompt (the model is frozen), so verifying several GGUFs against one
+        scorer computes each reference answer once."""
+        request = tuple(self.request_tokens(text, normalization))
+        if request not in self._answers:
+            self._answers[request] = self._classify(text, normalization)
+        return self._answers[request]
+
+    def _classify(self, text: str, normalization: Normalization) -> Classification:
         prefix = self._prefix_state()
         self._evaluated = 0
         cache = self._fork(prefix)

@@ -120,3 +120,11 @@ def smollm2_gguf() -> Path:
     from conversion.bases import fetch  # here: tests that need no model never import it
 
     return fetch("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_gguf: Path) -> Path:
+    """The SmolLM2 base as a Hugging Face folder (made from the GGUF once, then cached)."""
+    from training.base import resolve_base
+
+    return Path(resolve_base("smollm2-135m-instruct"))

@@ -29,6 +29,7 @@ from conversion import llamacpp, manifest
 from conversion.bases import sha256_of
 from conversion.errors import ConversionError, disk_space
 from service.engine import Engine, split_template
+from tests.tiny_models import tiny_base
 
 # One thread each for torch and llama.cpp: the two development cores are shared, and
 # oversubscribed OpenMP threads made HF scoring twenty times slower there.
@@ -56,13 +57,6 @@ def _torch_threads() -> Iterator[None]:
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)  # HFScorer sets it process-wide; later tests get theirs back
-
-
-@pytest.fixture(scope="module")
-def smollm2_hf() -> Path:
-    from training.base import resolve_base
-
-    return Path(resolve_base("smollm2-135m-instruct"))
 
 
 @pytest.fixture(scope="module")
@@ -108,42 +102,6 @@ def train(base: Path | str, dataset: Path, out: Path, **overrides) -> Path:
         **(settings | overrides),
     )
     return main(config)
-
-
-def tiny_base(arch: str, tokenizer_from: Path, out: Path) -> Path:
-    """A randomly initialised ``arch`` model with the tokenizer (and chat template) in
-    ``tokenizer_from``."""
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    width = {"llama": 256, "qwen2": 64}[arch]
-    settings = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    if arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**settings))
-    else:
-        model = Qwen2ForCausalLM(Qwen2Config(**settings))
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @dataclass(frozen=True)

@@ -233,16 +233,17 @@ def test_a_real_evaluation_of_the_gguf_writes_metrics_report_and_plots(
     assert_png(out / "reliability.png")
 
 
-def test_an_hf_model_with_an_adapter_is_evaluated_by_the_same_metrics(tmp_path: Path) -> None:
+def test_an_hf_model_with_an_adapter_is_evaluated_by_the_same_metrics(
+    tmp_path: Path, smollm2_hf: Path
+) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from tests.tiny_models import tiny_base
-    from training.base import resolve_base
     from training.dataset import build, write
 
     write(build(seed=5, size=400), tmp_path / "data")
-    base = tiny_base("llama", Path(resolve_base("smollm2-135m-instruct")), tmp_path / "tiny")
+    base = tiny_base("llama", smollm2_hf, tmp_path / "tiny")
     adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4))
     adapted.save_pretrained(tmp_path / "adapter")
     data = str(tmp_path / "data" / "test.jsonl")

@@ -80,13 +80,6 @@ def test_one_real_qlora_step_on_the_cpu_saves_an_adapter(tmp_path: Path, smollm2
     assert run["device"] == "cpu" and run["config"]["load_in_4bit"] is True
 
 
-@pytest.fixture(scope="module")
-def smollm2_hf() -> Path:
-    from training.base import resolve_base
-
-    return Path(resolve_base("smollm2-135m-instruct"))
-
-
 def test_a_tiny_model_learns_and_its_adapter_changes_the_output(tmp_path: Path, smollm2_hf) -> None:
     import torch
     from peft import PeftModel

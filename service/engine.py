@@ -176,21 +176,7 @@ class Engine:
         (severity_log_probs,) = self._decode(self._categories[top_category] + self._to_severity)
         severities = self._distribution(self._severities, severity_log_probs, self._llm.n_tokens)
         labels = self._distribution(self._labels, label_log_probs, label_fork)
-
-        harmful = labels["harmful"]
-        label = "harmful" if harmful > labels["safe"] else "safe"
-        return Classification(
-            label=label,
-            category=top_category if label == "harmful" else "none",
-            severity=max(severities, key=severities.__getitem__) if label == "harmful" else "none",
-            confidence=labels[label],
-            label_scores=labels,
-            category_scores={"none": labels["safe"]}
-            | {c: harmful * p for c, p in categories.items()},
-            severity_scores={"none": labels["safe"]}
-            | {s: harmful * p for s, p in severities.items()},
-            tokens_evaluated=len(self.last_evaluated),
-        )
+        return decide(labels, categories, severities, len(self.last_evaluated))
 
     def request_tokens(self, text: str, normalization: Normalization) -> list[int]:
         """The tokens a request adds after the fixed prefix, up to and including ``Label:``;
@@ -270,10 +256,38 @@ class Engine:
                 steps = self._decode(tokens[:-1], range(len(tokens) - 1))
                 score += sum(float(step[t]) for step, t in zip(steps, tokens[1:], strict=True))
             scores[option] = score
-        top = max(scores.values())
-        weights = {option: math.exp(score - top) for option, score in scores.items()}
-        total = sum(weights.values())
-        return {option: weight / total for option, weight in weights.items()}
+        return renormalize(scores)
+
+
+def decide(
+    labels: dict[str, float],
+    categories: dict[str, float],
+    severities: dict[str, float],
+    tokens_evaluated: int,
+) -> Classification:
+    """The decision from the three distributions: the label with the larger probability, and
+    for ``harmful`` the top category and (given it) the top severity; joint scores as
+    ``Classification`` describes. Every scorer of the prompt contract decides through here."""
+    harmful = labels["harmful"]
+    label = "harmful" if harmful > labels["safe"] else "safe"
+    return Classification(
+        label=label,
+        category=max(categories, key=categories.__getitem__) if label == "harmful" else "none",
+        severity=max(severities, key=severities.__getitem__) if label == "harmful" else "none",
+        confidence=labels[label],
+        label_scores=labels,
+        category_scores={"none": labels["safe"]} | {c: harmful * p for c, p in categories.items()},
+        severity_scores={"none": labels["safe"]} | {s: harmful * p for s, p in severities.items()},
+        tokens_evaluated=tokens_evaluated,
+    )
+
+
+def renormalize(log_scores: dict[str, float]) -> dict[str, float]:
+    """Probabilities from log-scores, renormalized over the options given (a stable softmax)."""
+    top = max(log_scores.values())
+    weights = {option: math.exp(score - top) for option, score in log_scores.items()}
+    total = sum(weights.values())
+    return {option: weight / total for option, weight in weights.items()}
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

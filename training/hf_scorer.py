@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from algospeak.prompt import (
     value,
 )
 from algospeak.taxonomy import LABELS
-from service.engine import Classification, split_template
+from service.engine import Classification, decide, renormalize, split_template
 
 
 class HFScorer:
@@ -109,16 +108,17 @@ class HFScorer:
         """Score ``text``: the engine's ``Classification``, computed by this model. Answers are
         remembered per prompt (the model is frozen), so verifying several GGUFs against one
         scorer computes each reference answer once."""
-        request = tuple(self.request_tokens(text, normalization))
-        if request not in self._answers:
-            self._answers[request] = self._classify(text, normalization)
-        return self._answers[request]
+        request = self.request_tokens(text, normalization)
+        key = tuple(request)
+        if key not in self._answers:
+            self._answers[key] = self._classify(request)
+        return self._answers[key]
 
-    def _classify(self, text: str, normalization: Normalization) -> Classification:
+    def _classify(self, request: list[int]) -> Classification:
         prefix = self._prefix_state()
         self._evaluated = 0
         cache = self._fork(prefix)
-        (label_log_probs,) = self._decode(cache, self.request_tokens(text, normalization))
+        (label_log_probs,) = self._decode(cache, request)
         labels = self._distribution(self._labels, label_log_probs, cache)
         (category_log_probs,) = self._decode(cache, self._to_category)
         categories = self._distribution(self._categories, category_log_probs, cache)
@@ -127,22 +127,7 @@ class HFScorer:
             cache, self._categories[top_category] + self._to_severity
         )
         severities = self._distribution(self._severities, severity_log_probs, cache)
-
-        # The decision, as in service.engine.Engine.classify.
-        harmful = labels["harmful"]
-        label = "harmful" if harmful > labels["safe"] else "safe"
-        return Classification(
-            label=label,
-            category=top_category if label == "harmful" else "none",
-            severity=max(severities, key=severities.__getitem__) if label == "harmful" else "none",
-            confidence=labels[label],
-            label_scores=labels,
-            category_scores={"none": labels["safe"]}
-            | {c: harmful * p for c, p in categories.items()},
-            severity_scores={"none": labels["safe"]}
-            | {s: harmful * p for s, p in severities.items()},
-            tokens_evaluated=self._evaluated,
-        )
+        return decide(labels, categories, severities, self._evaluated)
 
     def _tokens(self, text: str, *, special: bool = False) -> list[int]:
         # special=False: "<|im_start|>" typed by a user stays text, as in the engine.
@@ -191,7 +176,4 @@ class HFScorer:
                 steps = self._decode(self._fork(cache), tokens[:-1], range(len(tokens) - 1))
                 score += sum(float(step[t]) for step, t in zip(steps, tokens[1:], strict=True))
             scores[option] = score
-        top = max(scores.values())
-        weights = {option: math.exp(score - top) for option, score in scores.items()}
-        total = sum(weights.values())
-        return {option: weight / total for option, weight in weights.items()}
+        return renormalize(scores)

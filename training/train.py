@@ -8,7 +8,6 @@ prompt/completion pairs built by the shared prompt contract, so the loss is on t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -17,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from algospeak.prompt import parse_answer
+from conversion.bases import sha256_of
+from conversion.manifest import tool_versions
 from training.base import resolve_base
 from training.config import ConfigError, TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
+# What a training run depends on, recorded in its run.json.
+_LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate")
 
 
 def pick_device(requested: str) -> str:
@@ -213,8 +216,8 @@ def main(config: TrainConfig) -> Path:
         "device": setup.device,
         "bf16": setup.bf16,
         "resumed_from": checkpoint,
-        "dataset_sha256": _sha256(config.dataset / "train.jsonl"),
-        "versions": _versions(),
+        "dataset_sha256": sha256_of(config.dataset / "train.jsonl"),
+        "versions": tool_versions(_LIBRARIES),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(config).items()},
         "metrics": result.metrics,
         "log": trainer.state.log_history,
@@ -226,22 +229,6 @@ def main(config: TrainConfig) -> Path:
         trainer.processing_class.push_to_hub(config.push_to_hub)
         logger.info("adapter pushed to https://huggingface.co/%s", config.push_to_hub)
     return adapter
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def cli(argv: list[str] | None = None) -> int:

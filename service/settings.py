@@ -2,9 +2,10 @@
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -33,3 +34,44 @@ class Settings(BaseSettings):
     )
     lexicon_path: Path | None = Field(None, description="Lexicon YAML replacing the built-in one.")
     log_level: str = Field("info", description="Python logging level for the service.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line, with the request id; text: plain."
+    )
+    log_texts: bool = Field(
+        False, description="Log raw texts; by default only their sha256 and length are logged."
+    )
+
+    # How the process serves (`python -m service`).
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    port: int = Field(8000, gt=0, lt=65536, description="Port to listen on.")
+    workers: int = Field(
+        1, gt=0, description="Server processes, each with its own copy of the model."
+    )
+
+    # Protection.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated API keys; when any is set, requests must carry one."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one per line (# comments allowed)."
+    )
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, gt=0, description="Largest request body, checked before parsing."
+    )
+    rate_limit_per_minute: float = Field(
+        600, ge=0, description="Requests per minute per API key (or client address); 0 = off."
+    )
+    rate_limit_burst: int = Field(60, gt=0, description="Requests a key may make at once.")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a request may take before it is answered 504."
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated origins allowed by CORS; none by default."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

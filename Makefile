@@ -2,8 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
+# make serve HOST=0.0.0.0 PORT=9000 (or ALGOSPEAK_HOST / ALGOSPEAK_PORT, as the image uses)
+HOST   ?= $(or $(ALGOSPEAK_HOST),127.0.0.1)
+PORT   ?= $(or $(ALGOSPEAK_PORT),8000)
 
 DEFAULT_MODEL := models/default/algospeak.gguf
 
@@ -36,7 +37,7 @@ serve: $(VENV)/.serve
 		echo "No default model yet: building it first (make model, about 20 minutes on 2 cores)"; \
 		$(MAKE) model; \
 	fi
-	$(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT)
+	ALGOSPEAK_HOST=$(HOST) ALGOSPEAK_PORT=$(PORT) $(BIN)/python -m service
 
 # Fine-tune, convert, verify, evaluate and install the default model; a no-op when up to date.
 model: $(VENV)/.build

@@ -5,22 +5,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from algospeak import Normalizer, __version__, load_lexicon
-from service.classifier import Classifier, Thresholds
-from service.engine import Engine, ModelError
+from service.auth import ApiKeyAuth, load_keys
+from service.classifier import build_classifier
+from service.engine import ModelError
 from service.errors import install_error_handlers
-from service.gate import Gate
-from service.routes import classify, health, moderations, normalize
+from service.limits import BodySizeLimit, RateLimit, RequestTimeout
+from service.observability import REQUEST_ID_HEADER, RequestContext, configure_logging
+from service.routes import classify, health, metrics, moderations, normalize, playground
 from service.schemas import ErrorBody
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-FETCH_HINT = (
-    "build the default model with `make model` (about 20 minutes on a laptop CPU), or set "
-    "ALGOSPEAK_MODEL_PATH to a GGUF (e.g. the base `make base` prints)"
-)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,30 +28,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model's endpoints and /readyz answer 503 saying what is wrong and what to run.
     """
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lexicon = load_lexicon(settings.lexicon_path)
         app.state.normalizer = Normalizer(lexicon)
         logger.info("lexicon %s loaded: %d codes", lexicon.version, len(lexicon.codes))
-        engine = load_engine(app, settings)
-        if engine is not None:
-            app.state.classifier = Classifier(
-                app.state.normalizer,
-                engine,
-                Gate(settings.queue_size, settings.queue_timeout_s),
-                Thresholds(
-                    settings.review_threshold,
-                    settings.block_threshold,
-                    settings.category_thresholds,
-                ),
-            )
+        try:
+            app.state.classifier = build_classifier(settings, app.state.normalizer)
+        except ModelError as exc:
+            app.state.model_error = str(exc)
+            logger.warning("serving without a model: %s", exc)
         yield
-        app.state.classifier = None
-        app.state.normalizer = None
-        if engine is not None:
-            engine.close()
+        classifier, app.state.classifier, app.state.normalizer = app.state.classifier, None, None
+        if classifier is not None:
+            classifier.engine.close()
 
     app = FastAPI(
         title="Algospeak moderation",
@@ -66,25 +56,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.classifier = None
     app.state.model_error = None
     install_error_handlers(app)
-    for module in (health, normalize, classify, moderations):
+    for module in (health, metrics, normalize, classify, moderations, playground):
         app.include_router(module.router)
+    add_middleware(app, settings)
     return app
 
 
-def load_engine(app: FastAPI, settings: Settings) -> Engine | None:
-    """The engine for the configured model, or None with the reason kept for /readyz."""
-    path = settings.model_path
-    try:
-        if not path.is_file():
-            raise ModelError(f"model file {path} not found: {FETCH_HINT}")
-        return Engine(
-            path,
-            threads=settings.threads,
-            context=settings.context_size,
-            lora_path=settings.lora_path,
+def add_middleware(app: FastAPI, settings: Settings) -> None:
+    """The request path, outermost first: request id, logs and metrics; CORS (only when
+    origins are configured); body size; deadline; API key; rate limit; then the routes."""
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(
+            RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
         )
-    except ModelError as exc:
-        message = str(exc) if "not found" in str(exc) else f"{exc}; {FETCH_HINT}"
-        app.state.model_error = message
-        logger.warning("serving without a model: %s", message)
-        return None
+    if keys := load_keys(settings.api_keys, settings.api_keys_file):
+        app.add_middleware(ApiKeyAuth, keys=keys)
+    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        )
+    app.add_middleware(RequestContext)  # added last: the outermost

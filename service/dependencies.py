@@ -8,6 +8,7 @@ from algospeak import Normalizer
 from service.classifier import Classifier
 from service.errors import ApiError
 from service.settings import Settings
+from service.validation import text_problem
 
 
 def get_settings(request: Request) -> Settings:
@@ -36,20 +37,9 @@ ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 
 def checked_text(text: str, settings: Settings, field: str = "text") -> str:
     """The text if the service accepts it; otherwise an ApiError naming ``field`` and why."""
-    if not text.strip():
-        raise ApiError(422, f"{field}: must not be empty")
-    if len(text) > settings.max_text_chars:
-        raise ApiError(
-            422,
-            f"{field}: {len(text)} characters is over the limit of {settings.max_text_chars}",
-            "text_too_long",
-        )
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(
-            422, f"{field}: contains unpaired surrogates, which are not valid Unicode"
-        ) from None
+    problem = text_problem(text, settings.max_text_chars, field)
+    if problem is not None:
+        raise ApiError(422, problem.message, problem.type)
     return text
 
 

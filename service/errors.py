@@ -24,6 +24,7 @@ _TYPES = {
     422: "invalid_request",
     429: "rate_limited",
     503: "not_ready",
+    504: "timeout",
 }
 
 

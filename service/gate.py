@@ -4,6 +4,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from service.metrics import QUEUE_DEPTH
+
 
 class BusyError(Exception):
     """The model is busy: the queue is full or the wait timed out. Try again later."""
@@ -36,6 +38,7 @@ class Gate:
                     f"the model queue is full ({self._queue_size} waiting)", retry_after=1
                 )
             self._inside += 1
+            QUEUE_DEPTH.inc()
         try:
             if not self._lock.acquire(timeout=self._timeout):
                 raise BusyError(f"waited {self._timeout:g}s for the model", retry_after=2)
@@ -46,3 +49,4 @@ class Gate:
         finally:
             with self._count_lock:
                 self._inside -= 1
+                QUEUE_DEPTH.dec()

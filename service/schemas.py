@@ -1,8 +1,11 @@
 """Request and response bodies of the HTTP API."""
 
+from typing import Self
+
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from algospeak import Candidate, Span
+from service.classifier import Verdict
 from service.engine import ModelInfo
 
 
@@ -63,6 +66,27 @@ class ClassifyResponse(BaseModel):
     candidates: list[Candidate]
     model: str
     latency_ms: float
+
+    @classmethod
+    def from_verdict(cls, verdict: Verdict) -> Self:
+        """What POST /classify returns for ``verdict``; the batch CLI writes the same."""
+        c = verdict.classification
+        n = verdict.normalization
+        return cls(
+            label=c.label,
+            category=c.category,
+            severity=c.severity,
+            confidence=c.confidence,
+            action=verdict.action,
+            scores=Scores(
+                label=c.label_scores, category=c.category_scores, severity=c.severity_scores
+            ),
+            normalized=n.normalized,
+            spans=list(n.spans),
+            candidates=list(n.candidates),
+            model=verdict.model,
+            latency_ms=verdict.latency_ms,
+        )
 
 
 class BatchResponse(BaseModel):

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from service.app import create_app
 from service.settings import Settings
 
 NO_MODEL = Path("/nonexistent/model.gguf")
+# The serve command after the interpreter; the Dockerfile's CMD is the same.
+SERVE_ARGS = ("-m", "service")
 
 
 @pytest.fixture
@@ -39,31 +42,30 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    env: dict[str, str], ready: str = "/readyz", timeout: float = 90.0
+    env: dict[str, str],
+    ready: str = "/readyz",
+    timeout: float = 90.0,
+    log_path: Path | None = None,
 ) -> Iterator[str]:
-    """Start the real service (the command `make serve` runs), wait until ``ready`` answers
-    200, and yield its base URL."""
+    """Start the real service (`python -m service`, what `make serve` and the image run),
+    wait until ``ready`` answers 200, and yield its base URL. Its output goes to
+    ``log_path`` when given."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "service.app:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    # A file, not a pipe: an unread pipe fills up and blocks the server.
+    log = log_path.open("w+b") if log_path else tempfile.TemporaryFile()
     process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, *SERVE_ARGS],
+        env={**os.environ, "ALGOSPEAK_HOST": "127.0.0.1", "ALGOSPEAK_PORT": str(port), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                log.seek(0)
+                output = log.read().decode(errors="replace")
                 raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
             try:
                 if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
@@ -81,6 +83,7 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 @pytest.fixture(scope="session")

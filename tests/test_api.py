@@ -1,5 +1,7 @@
 """The HTTP contract: endpoints, response shapes and the shared error shape."""
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -158,12 +160,26 @@ def test_the_service_keeps_serving_after_bad_requests(client: TestClient) -> Non
     assert client.post("/normalize", json={"text": "k!ll"}).json()["normalized"] == "kill"
 
 
+# What is not JSON: the playground page and Prometheus' text format; each declares its type.
+PAGES_AND_TEXT = ("/", "/metrics")
+
+
 def test_openapi_documents_every_route_with_a_response_model(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     for path in ("/healthz", "/readyz", "/info", "/normalize", "/classify", "/classify/batch"):
         assert path in spec["paths"]
     for path, methods in spec["paths"].items():
         for operation in methods.values():
-            content = operation["responses"]["200"]["content"]["application/json"]
-            assert content["schema"], f"{path} has no response schema"
+            content = operation["responses"]["200"]["content"]
+            if path in PAGES_AND_TEXT:
+                assert content and "application/json" not in content, path
+                continue
+            assert content["application/json"]["schema"], f"{path} has no response schema"
     assert "/v1/moderations" in spec["paths"]
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for name in Settings.model_fields:
+        assert f"`ALGOSPEAK_{name.upper()}`" in table, f"{name} is not in the README's table"

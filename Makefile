@@ -58,6 +58,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/normalize.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/convert.py
+	$(BIN)/python bench/load.py
 	$(BIN)/python bench/classify.py
 
 # Fetch the SmolLM2 base GGUF (sha256-checked) into models/bases/; prints its path.

@@ -50,6 +50,18 @@ def running_server(
     """Start the real service (`python -m service`, what `make serve` and the image run),
     wait until ``ready`` answers 200, and yield its base URL. Its output goes to
     ``log_path`` when given."""
+    with running_server_process(env, ready, timeout, log_path) as (base, _):
+        yield base
+
+
+@contextmanager
+def running_server_process(
+    env: dict[str, str],
+    ready: str = "/readyz",
+    timeout: float = 90.0,
+    log_path: Path | None = None,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``running_server``, yielding the server's process too (to send it signals)."""
     port = free_port()
     # A file, not a pipe: an unread pipe fills up and blocks the server.
     log = log_path.open("w+b") if log_path else tempfile.TemporaryFile()
@@ -75,7 +87,7 @@ def running_server(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready after {timeout}s")
             time.sleep(0.2)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:
@@ -103,7 +115,14 @@ def model_server_url(smollm2_gguf: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def model_settings(smollm2_gguf: Path) -> Settings:
-    return Settings(model_path=smollm2_gguf, threads=2, context_size=1024, max_text_chars=2_000)
+    # No rate limit: the session's tests share this app and its one client address.
+    return Settings(
+        model_path=smollm2_gguf,
+        threads=2,
+        context_size=1024,
+        max_text_chars=2_000,
+        rate_limit_per_minute=0,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
 """The benchmark script runs (its figures are for `make bench`, not for a unit test)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +39,28 @@ def test_train_bench_measures_the_preset(smollm2_gguf) -> None:
     command += ["--variants", "preset,all-layers"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "all-layers" in result.stdout.split("vs preset")[-1]
+
+
+@pytest.mark.server
+def test_load_bench_runs_one_and_two_workers_against_the_real_service(
+    smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "load.json"
+    command = [sys.executable, "bench/load.py", "--model", str(smollm2_gguf), "--clients", "4"]
+    command += ["--duration", "3", "--workers", "1", "2", "--goal-ok", "0", "--json", str(out)]
+    subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=240)
+    results = json.loads(out.read_text())
+    assert [run["workers"] for run in results["runs"]] == [1, 2]
+    for run in results["runs"]:
+        status = run["status"]
+        assert status["200"] > 0
+        assert status["other"] == {}
+        assert status["transport_errors"] == status["timeouts"] == 0
+        assert run["sent"] >= status["200"] + status["503"]
+        assert run["throughput_rps"] > 0
+        assert 0 < run["p50_ms"] <= run["p99_ms"]
+        assert run["alive"] == {"healthz": True, "classify": True}
+        assert len(run["worker_cpu_s"]) == run["workers"]
+        assert run["passed"]
+    assert results["throughput_vs_baseline"]["1"] == 1.0
+    assert results["throughput_vs_baseline"]["2"] > 0

@@ -2,6 +2,7 @@
 
 from algospeak.lexicon import Entry, Lexicon, LexiconError, load_lexicon
 from algospeak.normalizer import Candidate, Normalization, Normalizer, Span, normalize
+from algospeak.policy import Policy, PolicyError, load_policy
 from algospeak.taxonomy import CATEGORIES, HARM_CATEGORIES, LABELS, SEVERITIES
 
 __version__ = "0.1.0"
@@ -17,8 +18,11 @@ __all__ = [
     "LexiconError",
     "Normalization",
     "Normalizer",
+    "Policy",
+    "PolicyError",
     "Span",
     "__version__",
     "load_lexicon",
+    "load_policy",
     "normalize",
 ]

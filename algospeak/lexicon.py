@@ -15,7 +15,7 @@ import hashlib
 import re
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -78,6 +78,30 @@ class Lexicon:
         counts = Counter(e.category for e in self.codes)
         return {category: counts.get(category, 0) for category in HARM_CATEGORIES}
 
+    def with_changes(
+        self,
+        extra: Sequence[Entry] = (),
+        disabled: Iterable[str] = (),
+        *,
+        version: str,
+        sha256: str,
+        source: str,
+    ) -> Lexicon:
+        """This lexicon without the ``disabled`` entries (by id) and with ``extra`` appended,
+        named ``version``/``sha256``/``source``. The result is checked as a whole exactly like
+        a lexicon file; raises LexiconError, prefixed with ``source``, naming an id to disable
+        that this lexicon lacks or the entry that clashes."""
+        off = set(disabled)
+        unknown = off - {e.id for e in self.entries}
+        if unknown:
+            raise LexiconError(
+                f"{source}: cannot disable {sorted(unknown)}: lexicon {self.source} "
+                f"{self.version} has no such entry"
+            )
+        entries = [e for e in self.entries if e.id not in off] + list(extra)
+        _check_whole(entries, source)
+        return Lexicon(version=version, entries=tuple(entries), sha256=sha256, source=source)
+
     @classmethod
     def from_file(cls, path: str | Path) -> Lexicon:
         """Read and validate a YAML lexicon; raises LexiconError naming the problem."""
@@ -116,18 +140,27 @@ def _build(data: Any, *, source: str, sha256: str) -> Lexicon:
     version = data.get("version")
     if not isinstance(version, str) or not version:
         raise LexiconError(f"{source}: 'version' must be a non-empty string")
-    entries: list[Entry] = []
-    for kind, section in (("code", "codes"), ("term", "terms")):
-        items = data.get(section) or []
-        if not isinstance(items, list):
-            raise LexiconError(f"{source}: '{section}' must be a list")
-        for index, item in enumerate(items):
-            where = f"{source}: {section}[{index}]"
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                where += f" ({item['id']!r})"
-            entries.append(_entry(item, kind, where))
+    entries = parse_entries(data.get("codes"), "code", source)
+    entries += parse_entries(data.get("terms"), "term", source)
     _check_whole(entries, source)
     return Lexicon(version=version, entries=tuple(entries), sha256=sha256, source=source)
+
+
+def parse_entries(items: Any, kind: Literal["code", "term"], source: str) -> list[Entry]:
+    """The entries of one section (``codes`` or ``terms``, after ``kind``) of a lexicon-shaped
+    file, each validated on its own (``Lexicon.with_changes`` checks them together); raises
+    LexiconError naming the file, the section, the index and the entry's id."""
+    section = f"{kind}s"
+    items = items or []
+    if not isinstance(items, list):
+        raise LexiconError(f"{source}: '{section}' must be a list")
+    entries = []
+    for index, item in enumerate(items):
+        where = f"{source}: {section}[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            where += f" ({item['id']!r})"
+        entries.append(_entry(item, kind, where))
+    return entries
 
 
 def _entry(item: Any, kind: Literal["code", "term"], where: str) -> Entry:

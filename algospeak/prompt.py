@@ -31,10 +31,14 @@ USER_PREFIX = "Text:"
 LABEL_PREFIX = "Label:"
 CATEGORY_PREFIX = ", Category:"
 SEVERITY_PREFIX = ", Severity:"
+# An optional second line of the answer: one short sentence saying why. It comes after the
+# decision, so generating it can never change the decision.
+REASON_PREFIX = "Reason:"
 HARM_SEVERITIES: tuple[str, ...] = tuple(s for s in SEVERITIES if s != "none")
 
 _ANSWER = re.compile(
     r"Label: (?P<label>[a-z_]+), Category: (?P<category>[a-z_]+), Severity: (?P<severity>[a-z_]+)"
+    rf"(?:\n{REASON_PREFIX} (?P<reason>[^\n\r]*\S[^\n\r]*))?"
 )
 
 
@@ -67,20 +71,35 @@ def value(text: str) -> str:
     return f" {text}"
 
 
-def format_answer(answer: Answer) -> str:
-    """``Label: harmful, Category: self_harm, Severity: extreme``."""
-    return (
+def format_answer(answer: Answer, reason: str | None = None) -> str:
+    """``Label: harmful, Category: self_harm, Severity: extreme``, followed by
+    ``\nReason: <reason>`` when a reason is given (one non-empty line; AnswerError otherwise)."""
+    line = (
         f"{LABEL_PREFIX}{value(answer.label)}{CATEGORY_PREFIX}{value(answer.category)}"
         f"{SEVERITY_PREFIX}{value(answer.severity)}"
     )
+    if reason is None:
+        return line
+    reason = reason.strip()
+    if not reason or "\n" in reason or "\r" in reason:
+        raise AnswerError(f"a reason is one non-empty line, got {reason[:120]!r}")
+    return f"{line}\n{REASON_PREFIX} {reason}"
 
 
-def parse_answer(line: str) -> Answer:
-    """The answer in ``line``, which must be exactly one answer line; AnswerError otherwise."""
-    match = _ANSWER.fullmatch(line.strip())
+def parse_answer(text: str) -> Answer:
+    """The answer in ``text``: exactly one answer line, optionally followed by one reason
+    line (which is ignored here); AnswerError otherwise."""
+    return parse_answer_and_reason(text)[0]
+
+
+def parse_answer_and_reason(text: str) -> tuple[Answer, str | None]:
+    """The answer in ``text`` and its reason (None without a reason line); the format is
+    exactly what ``format_answer`` writes, surrounding whitespace aside."""
+    match = _ANSWER.fullmatch(text.strip())
     if match is None:
-        raise AnswerError(f"not an answer line: {line.strip()[:120]!r}")
-    return Answer(match["label"], match["category"], match["severity"])
+        raise AnswerError(f"not an answer: {text.strip()[:120]!r}")
+    answer = Answer(match["label"], match["category"], match["severity"])
+    return answer, match["reason"].strip() if match["reason"] is not None else None
 
 
 def user_content(text: str, normalization: Normalization) -> str:
@@ -113,6 +132,7 @@ __all__ = [
     "HARM_CATEGORIES",
     "HARM_SEVERITIES",
     "LABEL_PREFIX",
+    "REASON_PREFIX",
     "SEVERITY_PREFIX",
     "SYSTEM",
     "USER_PREFIX",
@@ -121,6 +141,7 @@ __all__ = [
     "build_messages",
     "format_answer",
     "parse_answer",
+    "parse_answer_and_reason",
     "user_content",
     "value",
 ]

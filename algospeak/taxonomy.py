@@ -20,3 +20,14 @@ HARM_CATEGORIES: Final[tuple[str, ...]] = (
 )
 CATEGORIES: Final[tuple[str, ...]] = (*HARM_CATEGORIES, "none")
 SEVERITIES: Final[tuple[str, ...]] = ("none", "low", "medium", "high", "extreme")
+# How each category reads in a sentence (explanations and dataset reasons).
+CATEGORY_NAMES: Final[dict[str, str]] = {
+    "self_harm": "self-harm",
+    "hate": "hate",
+    "sexual": "sexual content",
+    "violence": "violence",
+    "harassment": "harassment",
+    "drugs": "drugs",
+    "child_safety": "child safety",
+    "none": "nothing harmful",
+}

@@ -4,6 +4,9 @@ The do-it-yourself route is what one writes without this project: ``Llama.create
 generating the answer line from a system prompt (the same prompt contract, GGUF and threads),
 in the same run, interleaved with our requests so machine noise hits both alike. The overhead
 ratio compares ``Engine.classify`` with one bare ``Llama.eval`` of the very tokens it evaluated.
+Each explanation level (``explain``: true, "reason") is timed in the same round as the same text
+without one, and reported as the median of those paired ratios (no goal: it is what explaining
+costs).
 
     python bench/classify.py [--model PATH] [--rounds 3] [--threads 2]
 """
@@ -61,6 +64,10 @@ def start_server(model: Path, threads: int, port: int) -> subprocess.Popen:
     raise RuntimeError("the service did not become ready")
 
 
+# The explanation levels timed besides explain=false, by their name in the report.
+EXPLAIN_LEVELS: dict[str, bool | str] = {"explain=true": True, 'explain="reason"': "reason"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="GGUF (default: the SmolLM2 base, fetched)")
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server(args.model, args.threads, args.port)
     ours_ms: list[float] = []
     diy_ms: list[float] = []
+    explain_ms: dict[str, list[float]] = {name: [] for name in EXPLAIN_LEVELS}
+    reason_tokens: list[int] = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120) as client:
             for text in texts[:2]:  # warm both paths (first prefix evaluation) outside timing
@@ -107,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                         stop=["\n"],
                     )
                     diy_ms.append((time.perf_counter() - started) * 1000)
+                    for name, level in EXPLAIN_LEVELS.items():
+                        started = time.perf_counter()
+                        response = client.post("/classify", json={"text": text, "explain": level})
+                        explain_ms[name].append((time.perf_counter() - started) * 1000)
+                        response.raise_for_status()
+                        if reason := response.json()["explanation"]["reason"]:
+                            reason_tokens.append(len(diy.tokenize(reason.encode(), add_bos=False)))
     finally:
         server.terminate()
         server.wait()
@@ -136,10 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in (
         ("POST /classify (HTTP)", ours_ms),
         ("create_chat_completion (DIY)", diy_ms),
+        *((f"POST /classify {name}", values) for name, values in explain_ms.items()),
     ):
         print(f"{name:34}{statistics.median(values):8.0f}ms{percentile(values, 0.95):8.0f}ms")
     print(f"speed-up vs do-it-yourself: {speedup:5.2f}x (goal >= {args.goal_speedup:g}x)")
     print(f"engine overhead vs bare eval: {overhead:5.2f}x (goal <= {args.goal_overhead:g}x)")
+    costs = ", ".join(
+        f"{name} {statistics.median(a / b for a, b in zip(values, ours_ms, strict=True)):.2f}x"
+        for name, values in explain_ms.items()
+    )
+    written = statistics.mean(reason_tokens) if reason_tokens else 0.0
+    print(f"explanation cost vs explain=false: {costs} (reasons: {written:.0f} tokens on average)")
     return 0 if speedup >= args.goal_speedup and overhead <= args.goal_overhead else 1
 
 

@@ -7,6 +7,7 @@ A key is accepted from ``Authorization: Bearer <key>`` (what the ``openai`` clie
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.datastructures import Headers
@@ -18,6 +19,8 @@ from service.errors import error_response
 # makes is authenticated) answer without a key.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
+# The admin API takes admin keys, not API keys, and checks them itself (service/routes/admin.py).
+ADMIN_PREFIX = "/admin/"
 
 
 def load_keys(keys: tuple[str, ...], keys_file: Path | None) -> tuple[str, ...]:
@@ -38,6 +41,10 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
+def is_admin(path: str) -> bool:
+    return path.startswith(ADMIN_PREFIX)
+
+
 class ApiKeyAuth:
     """Middleware answering 401 (shared error shape) to requests without a valid key."""
 
@@ -46,10 +53,10 @@ class ApiKeyAuth:
         self._keys = [key.encode() for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope["path"]):
+        if scope["type"] != "http" or is_public(scope["path"]) or is_admin(scope["path"]):
             await self.app(scope, receive, send)
             return
-        presented = _presented_key(Headers(scope=scope))
+        presented = presented_key(Headers(scope=scope))
         if presented is None or not self._accepts(presented):
             message = (
                 "the API key is not valid"
@@ -63,13 +70,19 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
     def _accepts(self, presented: str) -> bool:
-        candidate = presented.encode()
-        # Compare against every key, so the time taken says nothing about which one matched.
-        matches = [hmac.compare_digest(candidate, key) for key in self._keys]
-        return any(matches)
+        return key_matches(presented, self._keys)
 
 
-def _presented_key(headers: Headers) -> str | None:
+def key_matches(presented: str, keys: Iterable[bytes]) -> bool:
+    """Whether ``presented`` is one of ``keys``, compared in constant time."""
+    candidate = presented.encode()
+    # Compare against every key, so the time taken says nothing about which one matched.
+    matches = [hmac.compare_digest(candidate, key) for key in keys]
+    return any(matches)
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key a request carries (``Authorization: Bearer`` first, then ``X-API-Key``)."""
     authorization = headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():

@@ -6,12 +6,13 @@ No web imports: the CLI and the benchmarks use this too.
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from algospeak import Normalization, Normalizer, load_lexicon
+from algospeak import Normalization, Normalizer
 from service import metrics
 from service.engine import Classification, Engine, ModelError
 from service.gate import Gate
+from service.policy import PolicyHolder, Thresholds
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,27 +24,6 @@ FETCH_HINT = (
 
 
 @dataclass(frozen=True, slots=True)
-class Thresholds:
-    """P(harmful) at or above ``review`` -> review, at or above ``block`` -> block; a category
-    may override both (keyed by the most likely harm category)."""
-
-    review: float = 0.5
-    block: float = 0.9
-    per_category: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def action(self, classification: Classification) -> str:
-        scores = classification.category_scores
-        category = max((c for c in scores if c != "none"), key=scores.__getitem__)
-        override = self.per_category.get(category, {})
-        harmful = classification.label_scores["harmful"]
-        if harmful >= override.get("block", self.block):
-            return "block"
-        if harmful >= override.get("review", self.review):
-            return "review"
-        return "allow"
-
-
-@dataclass(frozen=True, slots=True)
 class Verdict:
     text: str
     normalization: Normalization
@@ -51,41 +31,64 @@ class Verdict:
     action: str
     model: str
     latency_ms: float
+    thresholds: Thresholds  # the ones that decided `action` (a reload may follow)
+    moderated: bool = True  # False: the policy does not moderate the top harm category
+    reason: str | None = None  # the model's reason line, written after the decision if asked
 
 
 class Classifier:
-    """Normalizer + engine behind a gate: the whole classification path."""
+    """The rules in force (``policy.rules``) + engine behind a gate: the whole classification
+    path."""
 
     def __init__(
         self,
-        normalizer: Normalizer,
+        policy: PolicyHolder,
         engine: Engine,
         gate: Gate,
-        thresholds: Thresholds,
         *,
         log_texts: bool = False,
+        reason_max_tokens: int = 48,
     ) -> None:
-        self.normalizer = normalizer
+        self.policy = policy
         self.engine = engine
         self.gate = gate
-        self.thresholds = thresholds
         self.log_texts = log_texts
+        self.reason_max_tokens = reason_max_tokens
 
-    def classify(self, text: str) -> Verdict:
-        """Classify one text; raises ``BusyError`` when the model's queue is full."""
+    @property
+    def normalizer(self) -> Normalizer:
+        """The normalizer in force now."""
+        return self.policy.rules.normalizer
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds in force now."""
+        return self.policy.rules.thresholds
+
+    def classify(self, text: str, *, reason: bool = False) -> Verdict:
+        """Classify one text under the rules in force when it starts (a reload meanwhile
+        does not change them); raises ``BusyError`` when the model's queue is full. With
+        ``reason``, the model then writes its reason line (at most ``reason_max_tokens``) in
+        the same slot; the decision is made before it and does not depend on it."""
         started = time.perf_counter()
-        normalization = self.normalizer.normalize(text)
+        rules = self.policy.rules
+        normalization = rules.normalizer.normalize(text)
         with self.gate.slot():
             model_started = time.perf_counter()
             classification = self.engine.classify(text, normalization)
+            written = self.engine.reason(self.reason_max_tokens) if reason else None
             model_seconds = time.perf_counter() - model_started
+        action, moderated = rules.decide(classification)
         verdict = Verdict(
             text=text,
             normalization=normalization,
             classification=classification,
-            action=self.thresholds.action(classification),
+            action=action,
             model=self.engine.info.name,
             latency_ms=(time.perf_counter() - started) * 1000,
+            moderated=moderated,
+            thresholds=rules.thresholds,
+            reason=written,
         )
         self._record(verdict, model_seconds)
         return verdict
@@ -128,18 +131,15 @@ def load_engine(settings: Settings) -> Engine:
         raise ModelError(f"{exc}; {FETCH_HINT}") from exc
 
 
-def build_classifier(settings: Settings, normalizer: Normalizer | None = None) -> Classifier:
-    """The whole classification path as ``settings`` configure it: ``normalizer`` (by default
-    one for the configured lexicon), the model's engine, its gate and the thresholds. Raises
-    ModelError as ``load_engine`` does; the caller closes ``classifier.engine``."""
-    if normalizer is None:
-        normalizer = Normalizer(load_lexicon(settings.lexicon_path))
+def build_classifier(settings: Settings, policy: PolicyHolder | None = None) -> Classifier:
+    """The whole classification path as ``settings`` configure it: the rules of ``policy``
+    (by default the configured lexicon, thresholds and policy file), the model's engine and
+    its gate. Raises ModelError as ``load_engine`` does, PolicyError for a bad policy file;
+    the caller closes ``classifier.engine``."""
     return Classifier(
-        normalizer,
+        policy or PolicyHolder(settings),
         load_engine(settings),
         Gate(settings.queue_size, settings.queue_timeout_s),
-        Thresholds(
-            settings.review_threshold, settings.block_threshold, settings.category_thresholds
-        ),
         log_texts=settings.log_texts,
+        reason_max_tokens=settings.reason_max_tokens,
     )

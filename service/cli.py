@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
 from service.engine import InputTooLongError, ModelError
 from service.schemas import ClassifyResponse
@@ -123,7 +124,7 @@ def classify_command(args: argparse.Namespace) -> int:
     total = count_lines(source)
     try:
         classifier = build_classifier(settings)
-    except ModelError as exc:
+    except (ModelError, PolicyError) as exc:  # a bad ALGOSPEAK_POLICY_PATH is named too
         raise CliError(str(exc)) from exc
     try:
         with open_output(target, resume, fresh) as sink:

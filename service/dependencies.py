@@ -5,8 +5,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from algospeak import Normalizer
+from service.auth import key_matches, presented_key
 from service.classifier import Classifier
 from service.errors import ApiError
+from service.policy import PolicyHolder, Rules
 from service.settings import Settings
 from service.validation import text_problem
 
@@ -15,11 +17,39 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_normalizer(request: Request) -> Normalizer:
-    normalizer = getattr(request.app.state, "normalizer", None)
-    if normalizer is None:
+def get_policy(request: Request) -> PolicyHolder:
+    policy = getattr(request.app.state, "policy", None)
+    if policy is None:
         raise ApiError(503, "the service is still starting", headers={"Retry-After": "1"})
-    return normalizer
+    return policy
+
+
+def get_rules(request: Request) -> Rules:
+    """The rules in force, read once for the request (a reload meanwhile does not change them)."""
+    return get_policy(request).rules
+
+
+def get_normalizer(request: Request) -> Normalizer:
+    """The normalizer in force: the same one /classify uses."""
+    return get_rules(request).normalizer
+
+
+def require_admin(request: Request) -> None:
+    """Let the request through only with one of the admin keys: 403 while none is configured,
+    401 without a valid one."""
+    keys = [key.encode() for key in get_settings(request).admin_keys]
+    if not keys:
+        raise ApiError(
+            403, "the admin API is off: set ALGOSPEAK_ADMIN_KEYS to enable it", "forbidden"
+        )
+    presented = presented_key(request.headers)
+    if presented is None or not key_matches(presented, keys):
+        message = (
+            "the admin key is not valid"
+            if presented is not None
+            else "an admin key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+        )
+        raise ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def get_classifier(request: Request) -> Classifier:
@@ -32,6 +62,8 @@ def get_classifier(request: Request) -> Classifier:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 NormalizerDep = Annotated[Normalizer, Depends(get_normalizer)]
+PolicyDep = Annotated[PolicyHolder, Depends(get_policy)]
+RulesDep = Annotated[Rules, Depends(get_rules)]
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 
 

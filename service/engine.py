@@ -3,11 +3,13 @@
 No web imports here: the API, training's evaluation and conversion's verification all use this
 module, so a number measured offline is the number served.
 
-The engine never free-generates. After the prompt and ``Label:`` it reads the model's
+The engine never free-generates a decision. After the prompt and ``Label:`` it reads the model's
 distribution over the allowed values (multi-token values scored by their whole token sequence),
 renormalized over those values; then the category given ``harmful``, then the severity given
 that category. The system prompt and the user-turn header are evaluated once; each request
-rewinds the context to that prefix and evaluates only its own tokens.
+rewinds the context to that prefix and evaluates only its own tokens. Only when asked, after a
+decision, ``reason`` writes the contract's optional reason line for it; the decision is final
+by then and cannot depend on the reason.
 
 An ``Engine`` is not thread-safe (one context, one KV cache): callers serialize access.
 """
@@ -31,9 +33,12 @@ from algospeak.prompt import (
     HARM_CATEGORIES,
     HARM_SEVERITIES,
     LABEL_PREFIX,
+    REASON_PREFIX,
     SEVERITY_PREFIX,
     SYSTEM,
     USER_PREFIX,
+    Answer,
+    format_answer,
     user_content,
     value,
 )
@@ -154,6 +159,9 @@ class Engine:
         self._to_category = self._labels["harmful"] + self._tokens(CATEGORY_PREFIX)
         self._to_severity = self._tokens(SEVERITY_PREFIX)
         self._prefix_ready = False
+        # (context position after "Label:", the decided answer) of the last classify(), which
+        # reason() continues; None when there is nothing to continue.
+        self._answered: tuple[int, Answer] | None = None
         # The tokens the last classify() evaluated after the prefix, in order (benchmarks replay
         # them through a bare eval to measure the engine's own overhead).
         self.last_evaluated: list[int] = []
@@ -161,6 +169,7 @@ class Engine:
 
     def classify(self, text: str, normalization: Normalization) -> Classification:
         """Score ``text``; deterministic for a given model, text and thread count."""
+        self._answered = None
         request = self.request_tokens(text, normalization)
         self.last_evaluated = []
         self._rewind(len(self._prefix))
@@ -176,7 +185,44 @@ class Engine:
         (severity_log_probs,) = self._decode(self._categories[top_category] + self._to_severity)
         severities = self._distribution(self._severities, severity_log_probs, self._llm.n_tokens)
         labels = self._distribution(self._labels, label_log_probs, label_fork)
-        return decide(labels, categories, severities, len(self.last_evaluated))
+        decision = decide(labels, categories, severities, len(self.last_evaluated))
+        self._answered = (label_fork, Answer(decision.label, decision.category, decision.severity))
+        return decision
+
+    def reason(self, max_tokens: int) -> str:
+        """The model's reason line for the last ``classify()`` decision: its answer line (as
+        decided) and ``Reason:`` are appended, then at most ``max_tokens`` tokens are generated
+        greedily, up to a newline or the end of the turn; stripped, possibly empty.
+
+        Call it right after ``classify()`` on the same thread, holding the same slot: it reads
+        the context that call left. It changes nothing ``classify()`` returned."""
+        if self._answered is None:
+            raise RuntimeError("reason() continues a classify() call; none preceded it")
+        label_fork, answer = self._answered
+        evaluated = self.last_evaluated
+        self._rewind(label_fork)
+        # The rest of the answer line and the reason prefix, tokenized in one piece as in
+        # training (the split after "Label:" is the one scoring already makes).
+        rest = format_answer(answer).removeprefix(LABEL_PREFIX) + "\n" + REASON_PREFIX
+        tokens = self._tokens(rest)
+        budget = min(max_tokens, self.info.context_size - self._llm.n_tokens - len(tokens))
+        written = b""
+        if budget > 0:
+            (log_probs,) = self._decode(tokens)
+            for step in range(budget):
+                token = int(np.argmax(log_probs))
+                if self._ends_turn(token):
+                    break
+                written += self._llm.detokenize([token])
+                if b"\n" in written.lstrip():  # the line is complete (leading blanks aside)
+                    break
+                if step + 1 < budget:
+                    (log_probs,) = self._decode([token])
+        self.last_evaluated = evaluated  # benchmarks replay what classify() evaluated
+        self._answered = None
+        line = written.lstrip().split(b"\n", 1)[0]
+        # A token cut off by the cap may end inside a UTF-8 sequence: drop that fragment.
+        return line.decode("utf-8", errors="ignore").strip()
 
     def request_tokens(self, text: str, normalization: Normalization) -> list[int]:
         """The tokens a request adds after the fixed prefix, up to and including ``Label:``;
@@ -194,6 +240,7 @@ class Engine:
     def evaluate(self, tokens: list[int]) -> None:
         """Evaluate ``tokens`` right after the fixed prefix with one plain ``Llama.eval``:
         the raw model cost that benchmarks compare ``classify`` with."""
+        self._answered = None
         self._rewind(len(self._prefix))
         self._llm.eval(tokens)
 
@@ -206,6 +253,13 @@ class Engine:
     def _tokens(self, text: str, *, special: bool = False) -> list[int]:
         # special=False: "<|im_start|>" typed by a user stays text, never a control token.
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def _ends_turn(self, token: int) -> bool:
+        """End of generation: end-of-turn/end-of-text, or any other control token."""
+        from llama_cpp import llama_vocab_is_control, llama_vocab_is_eog
+
+        vocab = self._llm._model.vocab
+        return bool(llama_vocab_is_eog(vocab, token) or llama_vocab_is_control(vocab, token))
 
     def _rewind(self, position: int) -> None:
         """Forget every token after ``position``; the prefix is evaluated the first time."""

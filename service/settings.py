@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(64, gt=0, description="Most texts in one batch request.")
     queue_size: int = Field(64, ge=0, description="Requests that may wait for the model.")
     queue_timeout_s: float = Field(30.0, gt=0, description="Longest wait for the model.")
+    reason_max_tokens: int = Field(
+        48, gt=0, le=512, description='Longest model-written reason (explain: "reason"), in tokens.'
+    )
     review_threshold: float = Field(0.5, ge=0, le=1, description="P(harmful) -> review.")
     block_threshold: float = Field(0.9, ge=0, le=1, description="P(harmful) -> block.")
     category_thresholds: dict[str, dict[str, float]] = Field(
@@ -33,6 +36,12 @@ class Settings(BaseSettings):
         description='Per-category overrides, e.g. {"child_safety": {"review": 0.2, "block": 0.5}}.',
     )
     lexicon_path: Path | None = Field(None, description="Lexicon YAML replacing the built-in one.")
+    policy_path: Path | None = Field(
+        None, description="The platform's policy YAML: extra/disabled codes, thresholds."
+    )
+    policy_check_s: float = Field(
+        5.0, ge=0, description="How often each worker reloads a changed policy file; 0 = never."
+    )
     log_level: str = Field("info", description="Python logging level for the service.")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one JSON object per line, with the request id; text: plain."
@@ -55,6 +64,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one per line (# comments allowed)."
     )
+    admin_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated keys for /admin/*; none = the admin API is off."
+    )
     max_body_bytes: int = Field(
         2 * 1024 * 1024, gt=0, description="Largest request body, checked before parsing."
     )
@@ -69,7 +81,7 @@ class Settings(BaseSettings):
         (), description="Comma-separated origins allowed by CORS; none by default."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -64,7 +64,7 @@ def running_server_process(
     """``running_server``, yielding the server's process too (to send it signals)."""
     port = free_port()
     # A file, not a pipe: an unread pipe fills up and blocks the server.
-    log = log_path.open("w+b") if log_path else tempfile.TemporaryFile()
+    log = log_path.open("w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [sys.executable, *SERVE_ARGS],
         env={**os.environ, "ALGOSPEAK_HOST": "127.0.0.1", "ALGOSPEAK_PORT": str(port), **env},

@@ -32,6 +32,7 @@ def test_classify_bench_runs_against_a_real_server(smollm2_gguf) -> None:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "speed-up vs do-it-yourself" in result.stdout
     assert "engine overhead" in result.stdout
+    assert "explanation cost vs explain=false: explain=true" in result.stdout
 
 
 def test_train_bench_measures_the_preset(smollm2_gguf) -> None:

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from algospeak.normalizer import normalize
-from algospeak.prompt import SYSTEM, Answer, build_messages, parse_answer, user_content
+from algospeak.prompt import (
+    SYSTEM,
+    Answer,
+    build_messages,
+    format_answer,
+    parse_answer,
+    parse_answer_and_reason,
+    user_content,
+)
 from algospeak.taxonomy import HARM_CATEGORIES, SEVERITIES
 from training import dataset
 from training.dataset import (
@@ -21,6 +29,7 @@ from training.dataset import (
     build,
     load_extra,
     main,
+    record,
     write,
 )
 
@@ -349,3 +358,91 @@ def test_the_test_split_measures_injections_of_both_labels(full: tuple[Splits, P
     splits, _ = full
     families = Counter(e.label for e in splits.test if e.family.startswith("injection"))
     assert families["harmful"] > 0 and families["safe"] > 0
+
+
+# ---------------------------------------------------------------- reasons
+
+
+def test_every_record_has_a_one_line_reason(small: tuple[Splits, Path]) -> None:
+    splits, out = small
+    rows = _all(out)
+    assert all(r["reason"].strip() and "\n" not in r["reason"] for r in rows)
+    assert all(r["messages"][-1]["content"] == r["response"] for r in rows)  # off by default
+    assert "reason line in the answers: no" in (out / "card.md").read_text(encoding="utf-8")
+    # The reason quotes the code, and a code written plainly is right there in the post.
+    plain = [
+        e for _, part in splits.items() for e in part
+        if e.entry and e.obfuscation == "none" and e.reason.startswith("'")
+    ]  # fmt: skip
+    assert len(plain) > 50
+    for example in plain:
+        code = example.reason.split("'")[1]
+        assert code.lower() in example.text.lower(), (example.text, example.reason)
+
+
+def test_reasons_say_why_in_the_families_terms(small: tuple[Splits, Path]) -> None:
+    splits, _ = small
+    by_family = {e.family: e.reason for _, part in splits.items() for e in part}
+    assert "ordinary sense" in by_family["lookalike_curated"]
+    assert "instruct the moderator" in by_family["injection_safe"]
+    assert "is algospeak for" in by_family["violence_threat"]
+    assert by_family["hate_plain"].startswith("the post plainly")
+
+
+def test_with_reasons_the_answer_ends_with_its_reason_line(small: tuple[Splits, Path]) -> None:
+    splits, _ = small
+    for example in splits.train[:200]:
+        plain, reasoned = record(example), record(example, reasons=True)
+        content = reasoned["messages"][-1]["content"]
+        assert content == format_answer(example.answer, example.reason)
+        assert parse_answer_and_reason(content) == (example.answer, example.reason)
+        assert reasoned["messages"][:-1] == plain["messages"][:-1]
+        assert {k: v for k, v in reasoned.items() if k != "messages"} == {
+            k: v for k, v in plain.items() if k != "messages"
+        }
+
+
+def test_reasons_draw_no_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reasons were added after datasets had been built: the same seed must give the same posts.
+    with_reasons = build(seed=13, size=300)
+    monkeypatch.setattr(dataset, "_reason", lambda template, values: "")
+    without = build(seed=13, size=300)
+    for (name, part), (_, other) in zip(with_reasons.items(), without.items(), strict=True):
+        assert [e.provenance | {"text": e.text, "answer": e.answer} for e in part] == [
+            e.provenance | {"text": e.text, "answer": e.answer} for e in other
+        ], name
+    assert not any(e.reason for _, part in without.items() for e in part)
+
+
+def test_the_cli_writes_reason_lines_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "reasons"
+    assert main(["build", "--out", str(out), "--size", "60", "--reasons"]) == 0
+    for row in _all(out):
+        assert parse_answer_and_reason(row["messages"][-1]["content"]) == (
+            parse_answer(row["response"]),
+            row["reason"],
+        )
+    card = (out / "card.md").read_text(encoding="utf-8")
+    assert "--size 60 --reasons`" in card and "reason line in the answers: yes" in card
+
+
+def test_user_rows_bring_their_reason_or_get_one_from_their_label(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "extra.csv",
+        "text,label,category,severity,reason\n"
+        "kys loser,harmful,harassment,high,'kys' is aimed at a person\n"
+        "hello,safe,none,none,\n"
+        "die,harmful,violence,medium,\n",
+    )
+    assert [e.reason for e in load_extra(path)] == [
+        "'kys' is aimed at a person",
+        "nothing in the post is harmful",
+        "the post's content is harmful (violence)",
+    ]
+    bad = _write(
+        tmp_path / "bad.jsonl",
+        json.dumps({"text": "a", "label": "safe", "category": "none", "severity": "none",
+                    "reason": "two\nlines"}) + "\n",
+    )  # fmt: skip
+    with pytest.raises(DatasetError, match="row 1: 'reason'"):
+        load_extra(bad)

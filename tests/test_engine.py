@@ -98,3 +98,14 @@ def test_model_info_describes_the_file(engine, smollm2_gguf: Path) -> None:
     assert info.quantization == "Q4_1"
     assert info.context_size == 1024
     assert len(info.sha256) == 64
+
+
+def test_a_reason_continues_the_decision_within_its_token_cap(engine) -> None:
+    first = classify(engine, TEXTS[0])
+    short = engine.reason(3)
+    assert short and engine.count_tokens(short) <= 3
+    with pytest.raises(RuntimeError, match="classify"):
+        engine.reason(3)  # one reason per decision, right after it
+    assert classify(engine, TEXTS[0]) == first  # writing a reason leaves nothing behind
+    longer = engine.reason(12)
+    assert longer.startswith(short) and "\n" not in longer  # greedy: the cap only cuts

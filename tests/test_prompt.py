@@ -7,12 +7,14 @@ import pytest
 
 from algospeak import CATEGORIES, HARM_CATEGORIES, SEVERITIES, normalize
 from algospeak.prompt import (
+    REASON_PREFIX,
     SYSTEM,
     Answer,
     AnswerError,
     build_messages,
     format_answer,
     parse_answer,
+    parse_answer_and_reason,
 )
 
 VALID = [Answer("safe", "none", "none")] + [
@@ -80,3 +82,38 @@ def test_the_user_turn_carries_decoded_text_and_candidates() -> None:
 def test_the_system_prompt_names_the_whole_taxonomy() -> None:
     for value in (*CATEGORIES, *SEVERITIES, "harmful", "safe"):
         assert value in SYSTEM
+
+
+def test_an_optional_reason_line_follows_the_answer_line() -> None:
+    answer = Answer("harmful", "violence", "high")
+    written = format_answer(answer, " 'unalive' is algospeak for 'kill' ")
+    assert written == (
+        "Label: harmful, Category: violence, Severity: high\n"
+        f"{REASON_PREFIX} 'unalive' is algospeak for 'kill'"
+    )
+    assert parse_answer(written) == answer
+    assert parse_answer_and_reason(written) == (answer, "'unalive' is algospeak for 'kill'")
+    assert parse_answer_and_reason(format_answer(answer)) == (answer, None)
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "two\nlines", "carriage\rreturn"])
+def test_a_reason_is_one_non_empty_line(reason: str) -> None:
+    with pytest.raises(AnswerError):
+        format_answer(Answer("safe", "none", "none"), reason)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Label: safe, Category: none, Severity: none\nReason:",
+        "Label: safe, Category: none, Severity: none\nReason:   ",
+        "Label: safe, Category: none, Severity: none\nReason: a\nReason: b",
+        "Label: safe, Category: none, Severity: none\nreason: lower case",
+        "Label: safe, Category: none, Severity: none\nBecause: it is fine",
+        "Label: safe, Category: none, Severity: none\n\nReason: blank line between",
+        "Reason: first\nLabel: safe, Category: none, Severity: none",
+    ],
+)
+def test_anything_but_one_reason_line_after_the_answer_is_rejected(text: str) -> None:
+    with pytest.raises(AnswerError):
+        parse_answer(text)

@@ -55,6 +55,46 @@ def test_plain_lora_on_mps_is_allowed() -> None:
     assert load_config(None, ["device=mps", "load_in_4bit=false"]).device == "mps"
 
 
+def test_only_the_colab_preset_trains_reasons() -> None:
+    # The CPU preset's budget is the default model's: reason lines would lengthen every target.
+    assert load_config(PRESETS / "qwen2.5-3b-colab.yaml").train_reasons
+    assert not load_config(PRESETS / "smollm2-135m-cpu.yaml").train_reasons
+    assert not TrainConfig().train_reasons
+
+
+def test_train_reasons_puts_the_reason_line_in_the_completion(tmp_path: Path) -> None:
+    from algospeak.prompt import format_answer, parse_answer_and_reason
+    from training.dataset import build, write
+    from training.train import examples
+
+    splits = build(seed=13, size=40)
+    plain = write(splits, tmp_path / "plain")
+    reasoned = write(splits, tmp_path / "reasons", reasons=True)
+    rows = [json.loads(line) for line in plain["train"].read_text().splitlines()]
+    for path in (plain["train"], reasoned["train"]):  # whatever the dataset was built with
+        with_reasons = examples(path, reasons=True)
+        without = examples(path)
+        for row, on, off in zip(rows, with_reasons, without, strict=True):
+            answer, _ = parse_answer_and_reason(row["response"])
+            assert on["completion"] == [
+                {"role": "assistant", "content": format_answer(answer, row["reason"])}
+            ]
+            assert off["completion"] == [{"role": "assistant", "content": row["response"]}]
+            assert on["prompt"] == off["prompt"] == row["messages"][:-1]
+
+
+def test_train_reasons_needs_reasons_in_the_dataset(tmp_path: Path) -> None:
+    from training.dataset import build, write
+    from training.train import examples
+
+    path = write(build(seed=13, size=20), tmp_path)["train"]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r | {"reason": ""}) + "\n" for r in rows))
+    assert len(examples(path)) == len(rows)
+    with pytest.raises(ConfigError, match="needs a 'reason'"):
+        examples(path, reasons=True)
+
+
 def test_one_real_qlora_step_on_the_cpu_saves_an_adapter(tmp_path: Path, smollm2_gguf) -> None:
     from training.dataset import build, write
     from training.train import main

@@ -43,6 +43,9 @@ class TrainConfig:
     logging_steps: int = 10
     gradient_checkpointing: bool = False  # saves GPU memory for large bases; costs ~30% speed
     completion_only_loss: bool = True  # loss on the answer only; False: on the whole sequence
+    # Also train the answer's reason line (from each record's "reason"), so the model can
+    # explain itself when asked; longer targets, so more training time.
+    train_reasons: bool = False
     save_steps: int = 0  # > 0: write a checkpoint every N steps (needed to resume)
     resume: bool = False  # continue from the newest checkpoint in output_dir
     push_to_hub: str | None = None  # a Hugging Face repo id to upload the adapter to

@@ -1,11 +1,13 @@
 """A seeded, reproducible dataset builder for the algospeak classifier.
 
-``python -m training.dataset build --out DIR [--seed 13] [--size 6000] [--extra FILE ...]``
-writes ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` and ``card.md``.
+``python -m training.dataset build --out DIR [--seed 13] [--size 6000] [--extra FILE ...]
+[--reasons]`` writes ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` and ``card.md``.
 
 Posts come from template *families* (``training/templates.yaml``), each with one labelling
 rule, whose ``{code}`` slot is filled with a lexicon variant, possibly obfuscated by the small
-pure functions below. Whole families and ~10% of the lexicon entries used are held out of
+pure functions below. Each example also carries a short reason (from its family's ``reason``,
+its code and that code's meaning); with ``--reasons`` the chat answer ends with it as the
+contract's reason line. Whole families and ~10% of the lexicon entries used are held out of
 train, so the test split (only examples with an unseen family or entry) measures
 generalization. Prompts and answers come only from :mod:`algospeak.prompt`, so the training
 text is the served text by construction. Pure Python: no torch here.
@@ -39,7 +41,7 @@ from algospeak.prompt import (
     format_answer,
     user_content,
 )
-from algospeak.taxonomy import HARM_CATEGORIES
+from algospeak.taxonomy import CATEGORY_NAMES, HARM_CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ DEV_SEEN_SHARE = 0.06
 # Share of unseen examples that go to test (the rest go to dev).
 TEST_UNSEEN_SHARE = 0.6
 _SLOT = re.compile(r"\{(\w+)\}")
+# What a family's reason may name (see templates.yaml); {code} and {meaning} need a code.
+_REASON_SLOTS = frozenset({"code", "meaning", "category", "against"})
 
 
 class DatasetError(ValueError):
@@ -73,6 +77,7 @@ class Example:
     entry: str | None = None
     obfuscation: str = "none"
     language: str = "en"
+    reason: str = ""  # one short sentence: why the label applies (the optional reason line)
 
     def __post_init__(self) -> None:
         Answer(self.label, self.category, self.severity)  # raises AnswerError if inconsistent
@@ -223,6 +228,7 @@ class _Family:
     templates: tuple[str, ...]
     choices: tuple[_Choice, ...]
     by_entry: dict[str, tuple[str, ...]]
+    reason: str
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -272,6 +278,8 @@ def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> _Family
     if not templates and not by_entry:
         raise DatasetError(f"{where}: no templates")
     category = raw.get("category")
+    reason = str(raw.get("reason") or "").strip()
+    _check_reason(reason, slot, (*templates, *(t for ts in by_entry.values() for t in ts)), where)
     family = _Family(
         id=str(raw["id"]),
         label=str(raw.get("label")),
@@ -283,6 +291,7 @@ def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> _Family
         templates=templates,
         choices=tuple(choices),
         by_entry=by_entry,
+        reason=reason,
     )
     probe = HARM_CATEGORIES[0] if category == "from_entry" else family.category
     try:
@@ -290,6 +299,21 @@ def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> _Family
     except AnswerError as exc:
         raise DatasetError(f"{where}: {exc}") from exc
     return family
+
+
+def _check_reason(reason: str, slot: str, templates: Sequence[str], where: str) -> None:
+    """A family's reason is one line naming only what every one of its posts shows."""
+    if not reason or "\n" in reason:
+        raise DatasetError(f"{where}: needs a one-line 'reason'")
+    names = set(_SLOT.findall(reason))
+    if names - _REASON_SLOTS:
+        raise DatasetError(f"{where}: reason slots {sorted(names - _REASON_SLOTS)} are unknown")
+    if "against" in names and slot != "lookalike":
+        raise DatasetError(f"{where}: only lookalike reasons may name {{against}}")
+    if names & {"code", "meaning"} and (
+        slot == "none" or any("{code}" not in t for t in templates)
+    ):
+        raise DatasetError(f"{where}: the reason names the code, but not every post has one")
 
 
 def _fill(
@@ -319,6 +343,7 @@ def _generate(
             family.severity,
             family.id,
             language=family.language,
+            reason=_reason(family.reason, {"category": CATEGORY_NAMES[family.category]}),
         )
     choice = rng.choice(family.choices)
     entry = choice.entry
@@ -340,6 +365,14 @@ def _generate(
     category = entry.category if family.category == "from_entry" else family.category
     # Provenance names the entry only when its code is in the text.
     entry_id = entry.id if "{code}" in template else None
+    # The reason names the plain variant and what that very variant means ("unalived" ->
+    # "killed"); it draws nothing from rng, so adding it left every post unchanged.
+    reason_values = {
+        "code": choice.variant,
+        "meaning": entry.variants[choice.variant],
+        "category": CATEGORY_NAMES[category],
+        "against": values.get("against", ""),
+    }
     return Example(
         text,
         family.label,
@@ -349,7 +382,12 @@ def _generate(
         entry_id,
         obfuscation,
         family.language,
+        _reason(family.reason, reason_values),
     )
+
+
+def _reason(template: str, values: dict[str, str]) -> str:
+    return _SLOT.sub(lambda match: values[match[1]], template)
 
 
 @lru_cache(maxsize=65536)
@@ -560,21 +598,36 @@ def _extra_example(row: dict[str, Any], path: Path, number: int) -> Example:
         raise DatasetError(f"{where}: 'text' is empty")
     values = [row[name].strip() for name in _EXTRA_FIELDS[1:]]
     language = row.get("language") or "und"
+    reason = row.get("reason") or _user_reason(values[0], values[1])
+    if not isinstance(reason, str) or "\n" in reason.strip():
+        raise DatasetError(f"{where}: 'reason' must be one line of text")
     try:
-        return Example(text, *values, family=USER_FAMILY, language=str(language))
+        return Example(
+            text, *values, family=USER_FAMILY, language=str(language), reason=reason.strip()
+        )
     except AnswerError as exc:
         raise DatasetError(f"{where}: {exc}") from exc
+
+
+def _user_reason(label: str, category: str) -> str:
+    """The reason of a user row that brings none: its label and category in words."""
+    if label == "safe":
+        return "nothing in the post is harmful"
+    return f"the post's content is harmful ({CATEGORY_NAMES.get(category, category)})"
 
 
 # ---------------------------------------------------------------- writing
 
 
-def record(example: Example) -> dict[str, Any]:
-    """The JSONL record of ``example``: the original design's fields plus chat messages."""
+def record(example: Example, *, reasons: bool = False) -> dict[str, Any]:
+    """The JSONL record of ``example``: the original design's fields, chat messages and the
+    example's ``reason``. The assistant message is the answer line, followed by the reason
+    line only when ``reasons``; ``response`` is always the answer line alone."""
     normalization = _normalization(example.text)
     answer = format_answer(example.answer)
     messages = build_messages(example.text, normalization)
-    messages.append({"role": "assistant", "content": answer})
+    content = format_answer(example.answer, example.reason) if reasons else answer
+    messages.append({"role": "assistant", "content": content})
     return {
         "instruction": SYSTEM,
         "input": user_content(example.text, normalization),
@@ -586,12 +639,13 @@ def record(example: Example) -> dict[str, Any]:
         "category": example.category,
         "severity": example.severity,
         "provenance": example.provenance,
+        "reason": example.reason,
     }
 
 
-def write(splits: Splits, out_dir: Path) -> dict[str, Path]:
+def write(splits: Splits, out_dir: Path, *, reasons: bool = False) -> dict[str, Path]:
     """Write the three JSONL splits and ``card.md`` into ``out_dir``; byte-identical for
-    identical splits. Returns the written paths by name."""
+    identical splits and ``reasons`` (see ``record``). Returns the written paths by name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -599,11 +653,12 @@ def write(splits: Splits, out_dir: Path) -> dict[str, Path]:
         path = out_dir / f"{name}.jsonl"
         with path.open("w", encoding="utf-8", newline="\n") as handle:
             for example in part:
-                handle.write(json.dumps(record(example), ensure_ascii=False, sort_keys=True))
+                line = record(example, reasons=reasons)
+                handle.write(json.dumps(line, ensure_ascii=False, sort_keys=True))
                 handle.write("\n")
         written[name] = path
     card = out_dir / "card.md"
-    card.write_text(card_text(splits), encoding="utf-8", newline="\n")
+    card.write_text(card_text(splits, reasons=reasons), encoding="utf-8", newline="\n")
     written["card"] = card
     return written
 
@@ -626,12 +681,13 @@ def _by(splits: Splits, attribute: Callable[[Example], str]) -> dict[str, Counte
     return rows
 
 
-def card_text(splits: Splits) -> str:
+def card_text(splits: Splits, *, reasons: bool = False) -> str:
     """The dataset card: counts per split and label, category, obfuscation, language and
     family, what is held out, the seed and how to rebuild."""
     lexicon = load_lexicon()
     per_split = {name: Counter(e.label for e in part) for name, part in splits.items()}
     extra = "".join(f" --extra {p}" for p in splits.extra_files)
+    extra += " --reasons" if reasons else ""
     lines = [
         "# Algospeak classifier dataset",
         "",
@@ -643,6 +699,8 @@ def card_text(splits: Splits) -> str:
         f"- seed: {splits.seed}",
         f"- size: {splits.size}",
         f"- examples: {sum(len(p) for _, p in splits.items())}",
+        f"- reason line in the answers: {'yes' if reasons else 'no'} (every record has its "
+        "`reason`)",
         f"- rebuild: `python -m training.dataset build --out DIR --seed {splits.seed} "
         f"--size {splits.size}{extra}`",
         "",
@@ -678,6 +736,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_cmd.add_argument(
         "--extra", type=Path, nargs="+", action="extend", default=[], help=".csv or .jsonl"
     )
+    build_cmd.add_argument(
+        "--reasons",
+        action="store_true",
+        help="end each assistant message with its reason line (to train a model to write it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -685,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    write(splits, args.out)
+    write(splits, args.out, reasons=args.reasons)
     for name, part in splits.items():
         labels = Counter(e.label for e in part)
         print(f"{name}: {len(part)} ({dict(sorted(labels.items()))})")  # noqa: T201

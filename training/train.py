@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from algospeak.prompt import parse_answer
+from algospeak.prompt import format_answer, parse_answer_and_reason
 from conversion.bases import sha256_of
 from conversion.manifest import tool_versions
 from training.base import resolve_base
@@ -39,17 +39,25 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def examples(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+def examples(
+    path: Path, limit: int | None = None, *, reasons: bool = False
+) -> list[dict[str, Any]]:
     """Prompt/completion records from a dataset split (JSONL with a ``messages`` field);
-    each answer is checked against the contract."""
+    each answer is checked against the contract. The completion is the answer line, followed
+    by the reason line (from the record's ``reason``) exactly when ``reasons``."""
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            messages = json.loads(line)["messages"]
+            row = json.loads(line)
+            messages = row["messages"]
             if messages[-1]["role"] != "assistant":
                 raise ConfigError(f"{path}:{number}: the last message must be the answer")
-            parse_answer(messages[-1]["content"])
-            records.append({"prompt": messages[:-1], "completion": messages[-1:]})
+            answer, written = parse_answer_and_reason(messages[-1]["content"])
+            reason = (row.get("reason") or written) if reasons else None
+            if reasons and not reason:
+                raise ConfigError(f"{path}:{number}: train_reasons needs a 'reason' per record")
+            completion = {"role": "assistant", "content": format_answer(answer, reason)}
+            records.append({"prompt": messages[:-1], "completion": [completion]})
             if limit is not None and len(records) >= limit:
                 break
     return records
@@ -127,7 +135,9 @@ def build_trainer(config: TrainConfig) -> Setup:
         logger.warning("4-bit needs CUDA or CPU: training plain LoRA on MPS")
         config.load_in_4bit = False
     model, tokenizer, bf16 = load_model(config, device)
-    records = examples(config.dataset / "train.jsonl", config.max_examples)
+    records = examples(
+        config.dataset / "train.jsonl", config.max_examples, reasons=config.train_reasons
+    )
     _check_lengths(records, tokenizer, config.max_length)
     args = SFTConfig(
         output_dir=str(config.output_dir),

@@ -2,14 +2,17 @@
 
 from fastapi import APIRouter
 
+from service.classifier import Classifier
 from service.dependencies import ClassifierDep, SettingsDep, checked_batch, checked_text
 from service.errors import model_errors
+from service.explain import explain as explain_verdict
 from service.schemas import (
     BatchRequest,
     BatchResponse,
     ClassifyRequest,
     ClassifyResponse,
     ErrorBody,
+    Explain,
 )
 
 router = APIRouter(tags=["classify"])
@@ -20,12 +23,17 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 422, 503)}
 def classify(body: ClassifyRequest, classifier: ClassifierDep, settings: SettingsDep):
     text = checked_text(body.text, settings)
     with model_errors():
-        return ClassifyResponse.from_verdict(classifier.classify(text))
+        return _response(classifier, text, body.explain)
 
 
 @router.post("/classify/batch", response_model=BatchResponse, responses=ERRORS)
 def classify_batch(body: BatchRequest, classifier: ClassifierDep, settings: SettingsDep):
     texts = checked_batch(body.texts, settings, "texts")
     with model_errors():
-        results = [ClassifyResponse.from_verdict(classifier.classify(t)) for t in texts]
-        return BatchResponse(results=results)
+        return BatchResponse(results=[_response(classifier, t, body.explain) for t in texts])
+
+
+def _response(classifier: Classifier, text: str, explain: Explain) -> ClassifyResponse:
+    verdict = classifier.classify(text, reason=explain == "reason")
+    explanation = explain_verdict(verdict) if explain else None
+    return ClassifyResponse.from_verdict(verdict, explanation)

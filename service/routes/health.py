@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Request
 
 from algospeak import __version__
-from service.dependencies import ClassifierDep, NormalizerDep, SettingsDep
-from service.schemas import ErrorBody, Health, Info, LexiconInfo
+from service.dependencies import ClassifierDep, NormalizerDep, PolicyDep, SettingsDep
+from service.schemas import ErrorBody, Health, Info, LexiconInfo, PolicyInfo
 
 router = APIRouter(tags=["health"])
 
@@ -22,8 +22,9 @@ def readyz(_: NormalizerDep, __: ClassifierDep) -> Health:
 
 
 @router.get("/info", response_model=Info)
-def info(request: Request, normalizer: NormalizerDep, settings: SettingsDep) -> Info:
-    lexicon = normalizer.lexicon
+def info(request: Request, policy: PolicyDep, settings: SettingsDep) -> Info:
+    rules = policy.rules
+    lexicon = rules.normalizer.lexicon
     classifier = request.app.state.classifier
     model = classifier.engine.info if classifier is not None else None
     return Info(
@@ -37,6 +38,7 @@ def info(request: Request, normalizer: NormalizerDep, settings: SettingsDep) -> 
         ),
         model=model,
         model_error=request.app.state.model_error,
+        policy=PolicyInfo.from_rules(rules, policy.error),
         max_text_chars=settings.max_text_chars,
         max_batch=settings.max_batch,
     )

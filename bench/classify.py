@@ -49,10 +49,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_server(model: Path, threads: int, port: int) -> subprocess.Popen:
-    env = {**os.environ, "ALGOSPEAK_MODEL_PATH": str(model), "ALGOSPEAK_THREADS": str(threads)}
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
-    command += ["--port", str(port), "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env)
+    env = {
+        **os.environ,
+        "ALGOSPEAK_MODEL_PATH": str(model),
+        "ALGOSPEAK_THREADS": str(threads),
+        "ALGOSPEAK_PORT": str(port),
+        "ALGOSPEAK_LOG_LEVEL": "warning",
+        "ALGOSPEAK_RATE_LIMIT_PER_MINUTE": "0",  # one client sending as fast as it can
+    }
+    server = subprocess.Popen([sys.executable, "-m", "service"], env=env)
     for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:

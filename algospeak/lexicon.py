@@ -114,12 +114,17 @@ class Lexicon:
 
     @classmethod
     def from_yaml(cls, raw: bytes, source: str) -> Lexicon:
-        try:
-            # The C loader, where PyYAML has it, reads the lexicon several times faster.
-            data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as exc:
-            raise LexiconError(f"{source}: not valid YAML: {exc}") from exc
+        data = read_yaml(raw, source, LexiconError)
         return _build(data, source=source, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def read_yaml(raw: bytes, source: str, error: type[ValueError]) -> Any:
+    """The data in ``raw``; ``error`` naming ``source`` when it is not valid YAML."""
+    try:
+        # The C loader, where PyYAML has it, reads the lexicon several times faster.
+        return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {exc}") from exc
 
 
 @lru_cache(maxsize=1)

@@ -26,9 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from algospeak.lexicon import Entry, Lexicon, LexiconError, parse_entries
+from algospeak.lexicon import Entry, Lexicon, LexiconError, parse_entries, read_yaml
 from algospeak.taxonomy import HARM_CATEGORIES
 
 _KEYS = ("version", "codes", "terms", "disable", "thresholds", "review", "block", "unmoderated")
@@ -58,10 +56,7 @@ class Policy:
     @classmethod
     def from_yaml(cls, raw: bytes, source: str) -> Policy:
         """The policy in ``raw`` (named ``source`` in errors); raises PolicyError."""
-        try:
-            data = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+        data = read_yaml(raw, source, PolicyError)
         return _build(data, source=source, sha256=hashlib.sha256(raw).hexdigest())
 
     def moderates(self, category: str) -> bool:

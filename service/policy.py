@@ -97,11 +97,7 @@ def build_rules(settings: Settings, lexicon: Lexicon, policy: Policy | None) -> 
 def _check_order(thresholds: Thresholds, source: str) -> None:
     """Review at or below block, for every category, once the settings' thresholds are in."""
     pairs = {"all categories": (thresholds.review, thresholds.block)}
-    for category, levels in thresholds.per_category.items():
-        pairs[category] = (
-            levels.get("review", thresholds.review),
-            levels.get("block", thresholds.block),
-        )
+    pairs |= {category: thresholds.limits(category) for category in thresholds.per_category}
     for where, (review, block) in pairs.items():
         if review > block:
             raise PolicyError(

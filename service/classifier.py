@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from algospeak import Normalization, Normalizer
+from algospeak import Normalization
 from service import metrics
 from service.engine import Classification, Engine, ModelError
 from service.gate import Gate
@@ -54,16 +54,6 @@ class Classifier:
         self.gate = gate
         self.log_texts = log_texts
         self.reason_max_tokens = reason_max_tokens
-
-    @property
-    def normalizer(self) -> Normalizer:
-        """The normalizer in force now."""
-        return self.policy.rules.normalizer
-
-    @property
-    def thresholds(self) -> Thresholds:
-        """The thresholds in force now."""
-        return self.policy.rules.thresholds
 
     def classify(self, text: str, *, reason: bool = False) -> Verdict:
         """Classify one text under the rules in force when it starts (a reload meanwhile

@@ -49,14 +49,15 @@ def error_response(
 
 
 @contextmanager
-def model_errors() -> Iterator[None]:
-    """Turn the model path's expected failures into API errors (busy -> 503, too long -> 422)."""
+def model_errors(field: str = "text") -> Iterator[None]:
+    """Turn the model path's expected failures into API errors (busy -> 503, too long -> 422
+    naming ``field``, the request field the text came from)."""
     try:
         yield
     except BusyError as exc:
         raise ApiError(503, str(exc), "busy", {"Retry-After": str(exc.retry_after)}) from exc
     except InputTooLongError as exc:
-        raise ApiError(422, f"text: {exc}", "text_too_long") from exc
+        raise ApiError(422, f"{field}: {exc}", "text_too_long") from exc
 
 
 def install_error_handlers(app: FastAPI) -> None:

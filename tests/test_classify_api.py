@@ -154,3 +154,20 @@ def test_a_failing_model_call_is_500_and_the_service_keeps_serving(smollm2_gguf:
             classifier.engine = real
         assert client.post("/classify", json={"text": "hi"}).status_code == 200
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/classify", {"text": "漢" * 1500}, "text"),
+        ("/classify/batch", {"texts": ["hello", "漢" * 1500]}, "texts[1]"),
+        ("/v1/moderations", {"input": "漢" * 1500}, "input"),
+        ("/v1/moderations", {"input": ["hello", "漢" * 1500]}, "input[1]"),
+    ],
+)
+def test_a_text_over_the_models_context_is_422_naming_its_field(
+    model_client: TestClient, path: str, body: dict, field: str
+) -> None:
+    # Under the character limit (2,000), over the model's context (1,024 tokens).
+    error = assert_error(model_client.post(path, json=body), 422, "text_too_long")
+    assert error["message"].startswith(f"{field}: ") and "context" in error["message"]

@@ -21,19 +21,18 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 422, 503)}
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS)
 def classify(body: ClassifyRequest, classifier: ClassifierDep, settings: SettingsDep):
-    text = checked_text(body.text, settings)
-    with model_errors():
-        return _response(classifier, text, body.explain)
+    return _response(classifier, checked_text(body.text, settings), body.explain, "text")
 
 
 @router.post("/classify/batch", response_model=BatchResponse, responses=ERRORS)
 def classify_batch(body: BatchRequest, classifier: ClassifierDep, settings: SettingsDep):
     texts = checked_batch(body.texts, settings, "texts")
-    with model_errors():
-        return BatchResponse(results=[_response(classifier, t, body.explain) for t in texts])
+    results = [_response(classifier, t, body.explain, f"texts[{i}]") for i, t in enumerate(texts)]
+    return BatchResponse(results=results)
 
 
-def _response(classifier: Classifier, text: str, explain: Explain) -> ClassifyResponse:
-    verdict = classifier.classify(text, reason=explain == "reason")
+def _response(classifier: Classifier, text: str, explain: Explain, field: str) -> ClassifyResponse:
+    with model_errors(field):
+        verdict = classifier.classify(text, reason=explain == "reason")
     explanation = explain_verdict(verdict) if explain else None
     return ClassifyResponse.from_verdict(verdict, explanation)

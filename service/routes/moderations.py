@@ -36,8 +36,10 @@ OPENAI_CATEGORIES = (
 def moderations(body: ModerationRequest, classifier: ClassifierDep, settings: SettingsDep):
     texts = [body.input] if isinstance(body.input, str) else body.input
     texts = checked_batch(texts, settings, "input")
-    with model_errors():
-        results = [result(classifier.classify(t)) for t in texts]
+    results = []
+    for i, text in enumerate(texts):
+        with model_errors(f"input[{i}]" if isinstance(body.input, list) else "input"):
+            results.append(result(classifier.classify(text)))
     return ModerationResponse(
         id=f"modr-{uuid.uuid4().hex}",
         model=body.model or classifier.engine.info.name,

@@ -135,6 +135,10 @@ def marks(page: Page, selector: str) -> list[dict[str, str]]:
     )
 
 
+def titles(page: Page, selector: str) -> list[str]:
+    return page.locator(selector).evaluate_all("nodes => nodes.map(n => n.title)")
+
+
 def assert_text_views(page: Page, text: str, expected: dict[str, Any]) -> None:
     """The highlighted pieces are exactly the API's spans and candidates, at its offsets."""
     spans = expected["spans"]
@@ -157,18 +161,54 @@ def assert_text_views(page: Page, text: str, expected: dict[str, Any]) -> None:
         assert candidate["original"] in item and candidate["reason"] in item
 
 
+def thresholds_line(answer: dict[str, Any]) -> str:
+    """The thresholds line for a /classify answer, as a moderator should read it."""
+    thresholds = answer["explanation"]["thresholds"]
+    source = thresholds["source"]
+    line = (
+        f"Thresholds: review ≥ {thresholds['review']:g}, block ≥ {thresholds['block']:g} "
+        f"({'default' if source == 'default' else f'{source} override'})"
+    )
+    return line if answer["moderated"] else f"{line} · not moderated by this platform's policy"
+
+
+def assert_explanation(page: Page, answer: dict[str, Any]) -> None:
+    """The verdict card shows the explanation's own summary and thresholds, and the text views
+    use its sentences for each decoded span and each candidate left as is."""
+    explanation = answer["explanation"]
+    expect(page.locator("#summary")).to_have_text(explanation["summary"])
+    assert page.locator("#summary").text_content() == explanation["summary"]
+    assert page.locator("#thresholds").text_content() == thresholds_line(answer)
+    applied = explanation["thresholds"]["applied"]
+    assert page.locator("#thresholds .reached").evaluate_all(
+        "nodes => nodes.map(n => n.dataset.threshold)"
+    ) == ([applied] if applied else [])
+
+    decoded = explanation["codes"] + explanation["cleanup"]
+    said = {(d["start"], d["end"]): d["text"] for d in decoded}
+    spans = [said[s["start"], s["end"]] for s in answer["spans"]]
+    assert len(decoded) == len(spans)
+    assert titles(page, "#spans tr") == spans
+    assert titles(page, "#original mark.span") == spans
+    not_codes = [n["text"] for n in explanation["not_codes"]]
+    assert page.locator("#candidates li").all_text_contents() == not_codes
+    assert titles(page, "#original mark.candidate") == not_codes
+
+
 @pytest.mark.server
 def test_page_shows_the_classification_the_api_returns(
     browser: Browser, model_server_url: str, tmp_path: Path
 ) -> None:
-    """What the page shows is the /classify answer it got (captured, not assumed), and its
-    spans are those /normalize returns for the text (asked separately)."""
+    """What the page shows is the /classify answer it got (captured, not assumed), with its
+    explanation (asked for, without the slow model-written reason), and its spans are those
+    /normalize returns for the text (asked separately)."""
     page, problems = open_page(browser, model_server_url)
     with page.expect_response(
         lambda r: r.url.endswith("/classify"), timeout=RESULT_TIMEOUT_MS
     ) as answer:
         check(page, TEXT)
     assert answer.value.status == 200
+    assert answer.value.request.post_data_json == {"text": TEXT, "explain": True}
     expected = answer.value.json()
     page.locator("#verdict").wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
 
@@ -181,6 +221,7 @@ def test_page_shows_the_classification_the_api_returns(
         assert page.locator(f"#{field}").text_content() == expected[field]
     assert page.locator("#action").get_attribute("class") == f"action action-{expected['action']}"
     assert page.locator("#confidence").text_content() == f"{expected['confidence'] * 100:.1f}%"
+    assert_explanation(page, expected)
     for group in ("label", "category", "severity"):
         rows = page.locator(f"#scores-{group} .bar-row").evaluate_all(
             """rows => rows.map(r => ({
@@ -206,6 +247,17 @@ def test_page_shows_the_classification_the_api_returns(
     result = Image.open(BytesIO(page.locator("#results").screenshot(path=tmp_path / "r.png")))
     assert result.width > 600 and result.height > 400
     assert len(result.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 50
+
+    # A text with candidates left as is: the list shows each not_code's own sentence.
+    with page.expect_response(
+        lambda r: r.url.endswith("/classify"), timeout=RESULT_TIMEOUT_MS
+    ) as answer:
+        check(page, CANDIDATE_TEXT)
+    expected = answer.value.json()
+    assert [n["original"] for n in expected["explanation"]["not_codes"]] == ["🌽", "corn"]
+    assert_explanation(page, expected)
+    assert_text_views(page, CANDIDATE_TEXT, expected)
+    assert problems == []
 
 
 @pytest.mark.server

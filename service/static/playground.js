@@ -1,4 +1,6 @@
 // The playground: sends the text to /normalize and /classify and shows what came back.
+// The sentences it shows about a verdict (summary, what each code means, why a candidate was
+// left as is) are the API's explanation, so the page and the API never word them differently.
 // Every string from the user or the API is put in the page as text (textContent), never as HTML.
 "use strict";
 
@@ -29,6 +31,11 @@
 
   function replaceChildren(parent, nodes) {
     parent.replaceChildren(...nodes);
+  }
+
+  // The /classify answer's explanation (asked for with explain: true), or null.
+  function explanationOf(body) {
+    return body.explanation && typeof body.explanation === "object" ? body.explanation : null;
   }
 
   function percent(value) {
@@ -90,7 +97,7 @@
     }
   }
 
-  async function post(path, text, key) {
+  async function post(path, payload, key) {
     const headers = { "Content-Type": "application/json", Accept: "application/json" };
     if (key) headers.Authorization = `Bearer ${key}`;
     let response;
@@ -98,7 +105,7 @@
       response = await fetch(path, {
         method: "POST",
         headers,
-        body: JSON.stringify({ text }),
+        body: JSON.stringify(payload),
         cache: "no-store",
       });
     } catch {
@@ -121,13 +128,41 @@
 
   // --- rendering ----------------------------------------------------------------------------
 
-  function spanTitle(span) {
+  // The explanation's sentences by the offsets they are about. /normalize has no explanation
+  // (and neither has an older /classify): the maps are then empty and the page falls back to
+  // the bare facts.
+  function explained(body) {
+    const explanation = explanationOf(body) || {};
+    const list = (items) => (Array.isArray(items) ? items : []);
+    const byOffsets = (items) =>
+      new Map(
+        items
+          .filter((item) => typeof item.text === "string")
+          .map((item) => [`${item.start}:${item.end}`, item.text]),
+      );
+    return {
+      // Harm codes and clean-ups together are all the spans.
+      spans: byOffsets([...list(explanation.codes), ...list(explanation.cleanup)]),
+      candidates: byOffsets(list(explanation.not_codes)),
+    };
+  }
+
+  function explainedText(texts, item) {
+    return texts.get(`${item.start}:${item.end}`);
+  }
+
+  function spanTitle(span, texts) {
+    const text = explainedText(texts, span);
+    if (text) return text;
     const replacement = span.replacement ? `“${span.replacement}”` : "nothing (removed)";
     return `${span.original} → ${replacement} · ${span.category} · ${span.rule}`;
   }
 
-  function candidateTitle(candidate) {
-    return `could mean “${candidate.meaning}” (${candidate.category}): ${candidate.reason}`;
+  function candidateTitle(candidate, texts) {
+    return (
+      explainedText(texts, candidate) ||
+      `could mean “${candidate.meaning}” (${candidate.category}): ${candidate.reason}`
+    );
   }
 
   function mark(text, kind, item, title) {
@@ -142,11 +177,15 @@
 
   // The original text with replaced spans and candidates marked. The API's offsets count
   // Unicode code points (Python), so the text is split into code points, not UTF-16 units.
-  function originalNodes(text, spans, candidates) {
+  function originalNodes(text, spans, candidates, texts) {
     const chars = Array.from(text);
     const marks = [
-      ...spans.map((item) => ({ item, kind: "span", title: spanTitle(item) })),
-      ...candidates.map((item) => ({ item, kind: "candidate", title: candidateTitle(item) })),
+      ...spans.map((item) => ({ item, kind: "span", title: spanTitle(item, texts.spans) })),
+      ...candidates.map((item) => ({
+        item,
+        kind: "candidate",
+        title: candidateTitle(item, texts.candidates),
+      })),
     ].sort((a, b) => a.item.start - b.item.start || b.item.end - a.item.end);
     const nodes = [];
     let position = 0;
@@ -167,7 +206,7 @@
   // The normalized text with each replacement marked. The normalizer puts the replacements in
   // place of the spans and may add a space so that a decoded word does not fuse with its
   // neighbour; anything else unexpected shows the normalized text unmarked.
-  function normalizedNodes(text, normalized, spans) {
+  function normalizedNodes(text, normalized, spans, texts) {
     const chars = Array.from(text);
     const out = Array.from(normalized);
     const pieces = [];
@@ -193,7 +232,7 @@
       }
       nodes.push(
         piece.span
-          ? mark(piece.text, "span", piece.span, spanTitle(piece.span))
+          ? mark(piece.text, "span", piece.span, spanTitle(piece.span, texts.spans))
           : document.createTextNode(piece.text),
       );
       cursor += length;
@@ -204,11 +243,16 @@
   function renderText(text, body) {
     const spans = Array.isArray(body.spans) ? body.spans : [];
     const candidates = Array.isArray(body.candidates) ? body.candidates : [];
-    replaceChildren(byId("original"), originalNodes(text, spans, candidates));
-    replaceChildren(byId("normalized"), normalizedNodes(text, String(body.normalized), spans));
+    const texts = explained(body);
+    replaceChildren(byId("original"), originalNodes(text, spans, candidates, texts));
+    replaceChildren(
+      byId("normalized"),
+      normalizedNodes(text, String(body.normalized), spans, texts),
+    );
 
     const rows = spans.map((span) => {
       const row = element("tr");
+      row.title = spanTitle(span, texts.spans); // what the code means, on hover
       const original = element("td");
       original.append(element("code", "", span.original));
       row.append(
@@ -227,6 +271,11 @@
       const item = element("li");
       item.dataset.start = String(candidate.start);
       item.dataset.end = String(candidate.end);
+      const sentence = explainedText(texts.candidates, candidate);
+      if (sentence) {
+        item.append(element("p", "candidate-text", sentence));
+        return item;
+      }
       const head = element("p", "candidate-head");
       head.append(
         element("code", "", candidate.original),
@@ -264,10 +313,52 @@
     });
   }
 
+  // "review ≥ 0.5, block ≥ 0.9 (default)": the thresholds that decided, the one P(harmful)
+  // reached in bold, and a note when the platform's policy does not moderate the category
+  // (the action is then allow whatever the scores, which would otherwise look like a bug).
+  function thresholdNodes(thresholds, moderated) {
+    const nodes = [];
+    if (thresholds && typeof thresholds === "object") {
+      const limit = (name) => {
+        const node = element("span", "threshold", `${name} ≥ ${Number(thresholds[name])}`);
+        node.dataset.threshold = name;
+        if (thresholds.applied === name) node.classList.add("reached");
+        return node;
+      };
+      const source =
+        thresholds.source === "default" ? "default" : `${thresholds.source} override`;
+      nodes.push(
+        element("span", "thresholds-caption", "Thresholds: "),
+        limit("review"),
+        document.createTextNode(", "),
+        limit("block"),
+        document.createTextNode(` (${source})`),
+      );
+    }
+    if (moderated === false) {
+      if (nodes.length) nodes.push(document.createTextNode(" · "));
+      nodes.push(element("span", "unmoderated", "not moderated by this platform's policy"));
+    }
+    return nodes;
+  }
+
   function renderVerdict(body) {
+    const explanation = explanationOf(body);
+    const known = ACTIONS.has(body.action);
+
+    // The summary is the first thing a moderator reads: the action, the evidence, the numbers.
+    const summary = byId("summary");
+    summary.textContent = explanation ? String(explanation.summary) : "";
+    summary.className = known ? `summary summary-${body.action}` : "summary";
+    summary.hidden = !explanation;
+
+    const thresholds = byId("thresholds");
+    replaceChildren(thresholds, thresholdNodes(explanation?.thresholds, body.moderated));
+    thresholds.hidden = thresholds.childNodes.length === 0;
+
     const action = byId("action");
     action.textContent = body.action;
-    action.className = ACTIONS.has(body.action) ? `action action-${body.action}` : "action";
+    action.className = known ? `action action-${body.action}` : "action";
     byId("label").textContent = body.label;
     byId("category").textContent = body.category;
     byId("severity").textContent = body.severity;
@@ -321,8 +412,10 @@
     const current = ++latest;
     showError("");
     setBusy(true);
-    const normalizing = post("/normalize", text, key);
-    const classifying = post("/classify", text, key);
+    const normalizing = post("/normalize", { text }, key);
+    // explain: true costs nothing measurable; "reason" would have the model write a sentence
+    // too, doubling the wait, and the page shows the grounded explanation only.
+    const classifying = post("/classify", { text, explain: true }, key);
 
     const normalized = await normalizing;
     if (current !== latest) return;

@@ -24,9 +24,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,7 +38,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
 from service.engine import InputTooLongError, ModelError
-from service.schemas import ClassifyResponse
+from service.explain import explain as explain_verdict
+from service.schemas import ClassifyResponse, Explain
 from service.settings import Settings
 from service.validation import TextProblem, text_problem
 
@@ -103,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--threads", type=_positive, help="CPU threads (default: ALGOSPEAK_THREADS, else all cores)"
     )
+    classify.add_argument(
+        "--explain",
+        choices=("true", "reason"),
+        help="add each result's explanation, as /classify's explain does (reason: also the "
+        "model's own reason, about twice the time)",
+    )
     classify.add_argument("--restart", action="store_true", help="overwrite OUT, do not resume")
     classify.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     classify.set_defaults(command=classify_command)
@@ -126,10 +134,14 @@ def classify_command(args: argparse.Namespace) -> int:
         classifier = build_classifier(settings)
     except (ModelError, PolicyError) as exc:  # a bad ALGOSPEAK_POLICY_PATH is named too
         raise CliError(str(exc)) from exc
+    explain: Explain = {None: False, "true": True, "reason": "reason"}[args.explain]
+    classify = partial(
+        classify_line, classifier, max_chars=settings.max_text_chars, explain=explain
+    )
     try:
         with open_output(target, resume, fresh) as sink:
             written, errors = _classify_lines(
-                classifier, source, sink, resume.lines, total, settings.max_text_chars, args.quiet
+                classify, source, sink, resume.lines, total, args.quiet
             )
     finally:
         classifier.engine.close()
@@ -145,22 +157,21 @@ def classify_command(args: argparse.Namespace) -> int:
 
 
 def _classify_lines(
-    classifier: Classifier,
+    classify: Callable[[bytes, int], dict],
     source: Path,
     sink: BinaryIO,
     skip: int,
     total: int,
-    max_chars: int,
     quiet: bool,
 ) -> tuple[int, int]:
-    """Write one output line for each line of ``source`` after the first ``skip``, flushed
-    one by one; (lines written, of which errors)."""
+    """Write ``classify(line, number)`` for each line of ``source`` after the first ``skip``,
+    flushed one by one; (lines written, of which errors)."""
     written = errors = 0
     with source.open("rb") as lines, logging_redirect_tqdm(loggers=[logging.getLogger()]):
         numbered = itertools.islice(enumerate(lines, start=1), skip, None)
         bar = tqdm(numbered, total=total, initial=skip, unit="line", disable=quiet, file=sys.stderr)
         for number, raw in bar:
-            record = classify_line(classifier, raw, number, max_chars)
+            record = classify(raw, number)
             sink.write(json.dumps(record).encode("ascii") + b"\n")
             sink.flush()  # what is flushed survives a kill and is not redone on resume
             written += 1
@@ -168,18 +179,22 @@ def _classify_lines(
     return written, errors
 
 
-def classify_line(classifier: Classifier, raw: bytes, number: int, max_chars: int) -> dict:
-    """The output record for input line ``number`` (``raw``, as read): its result, or the
-    error that kept it from being classified."""
+def classify_line(
+    classifier: Classifier, raw: bytes, number: int, *, max_chars: int, explain: Explain = False
+) -> dict:
+    """The output record for input line ``number`` (``raw``, as read): its result (with its
+    explanation when ``explain`` asks, as /classify gives it), or the error that kept it from
+    being classified."""
     item_id, text = read_line(raw, max_chars)
     if isinstance(text, TextProblem):
         return error_record(number, item_id, text)
     try:
-        verdict = classifier.classify(text)
+        verdict = classifier.classify(text, reason=explain == "reason")
     except InputTooLongError as exc:
         # The same type and message as the API's answer for this text.
         return error_record(number, item_id, TextProblem("text_too_long", f"text: {exc}"))
-    result = ClassifyResponse.from_verdict(verdict).model_dump(mode="json")
+    explanation = explain_verdict(verdict) if explain else None
+    result = ClassifyResponse.from_verdict(verdict, explanation).model_dump(mode="json")
     return {"line": number, "id": item_id, "result": result}
 
 

@@ -125,6 +125,19 @@ def test_every_line_gets_one_output_line_in_order(reference: Path, api: TestClie
             assert record["error"] == expected["error"], line
 
 
+def test_explain_adds_the_same_explanation_as_the_api(
+    tmp_path: Path, smollm2_gguf: Path, api: TestClient
+) -> None:
+    texts = ["time to unalive myself", "grilled corn with lime"]
+    source = write_input(tmp_path / "in.jsonl", [json.dumps(t).encode() for t in texts])
+    out = tmp_path / "out.jsonl"
+    assert classify(source, out, "--model", smollm2_gguf, "--explain", "true") == 0
+    for record, text in zip(read_output(out), texts, strict=True):
+        expected = api.post("/classify", json={"text": text, "explain": True}).json()
+        assert record["result"]["explanation"] == expected["explanation"]
+        assert record["result"]["explanation"]["summary"]
+
+
 def test_a_killed_run_resumes_without_redoing_lines(
     tmp_path: Path, smollm2_gguf: Path, reference: Path
 ) -> None:

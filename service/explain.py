@@ -11,7 +11,7 @@ No web imports: the API uses it, and so can the CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from algospeak import Candidate, Span
@@ -129,16 +129,7 @@ def explain(verdict: Verdict) -> Explanation:
 
 
 def _decoded(span: Span) -> DecodedSpan:
-    return DecodedSpan(
-        start=span.start,
-        end=span.end,
-        original=span.original,
-        replacement=span.replacement,
-        category=span.category,
-        rule=span.rule,
-        entry=span.entry,
-        text=_span_text(span),
-    )
+    return DecodedSpan(**asdict(span), text=_span_text(span))
 
 
 def _span_text(span: Span) -> str:
@@ -159,16 +150,8 @@ def _short(span: Span | DecodedSpan) -> str:
 
 
 def _not_code(candidate: Candidate) -> NotCode:
-    return NotCode(
-        start=candidate.start,
-        end=candidate.end,
-        original=candidate.original,
-        meaning=candidate.meaning,
-        category=candidate.category,
-        entry=candidate.entry,
-        reason=candidate.reason,
-        text=f"'{candidate.original}' was not read as '{candidate.meaning}': {candidate.reason}",
-    )
+    text = f"'{candidate.original}' was not read as '{candidate.meaning}': {candidate.reason}"
+    return NotCode(**asdict(candidate), text=text)
 
 
 def _probabilities(verdict: Verdict) -> Probabilities:

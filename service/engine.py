@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +100,29 @@ class Classification:
     tokens_evaluated: int
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerTokens:
+    """The answer line's pieces in a model's tokens: each allowed value as scored after its
+    prefix, and the tokens that lead from one decided value to the next question."""
+
+    labels: dict[str, list[int]]
+    categories: dict[str, list[int]]
+    severities: dict[str, list[int]]
+    to_category: list[int]  # " harmful, Category:"
+    to_severity: list[int]  # ", Severity:" (after the top category's tokens)
+
+    @classmethod
+    def of(cls, tokenize: Callable[[str], list[int]]) -> AnswerTokens:
+        labels = {v: tokenize(value(v)) for v in LABELS}
+        return cls(
+            labels=labels,
+            categories={v: tokenize(value(v)) for v in HARM_CATEGORIES},
+            severities={v: tokenize(value(v)) for v in HARM_SEVERITIES},
+            to_category=labels["harmful"] + tokenize(CATEGORY_PREFIX),
+            to_severity=tokenize(SEVERITY_PREFIX),
+        )
+
+
 class Engine:
     """A loaded GGUF classifier. ``close()`` frees it."""
 
@@ -153,11 +176,7 @@ class Engine:
         if metadata.get("tokenizer.ggml.add_bos_token") == "true":
             self._prefix = [self._llm.token_bos(), *self._prefix]
         self._tail = self._tokens(tail + LABEL_PREFIX, special=True)
-        self._labels = {v: self._tokens(value(v)) for v in LABELS}
-        self._categories = {v: self._tokens(value(v)) for v in HARM_CATEGORIES}
-        self._severities = {v: self._tokens(value(v)) for v in HARM_SEVERITIES}
-        self._to_category = self._labels["harmful"] + self._tokens(CATEGORY_PREFIX)
-        self._to_severity = self._tokens(SEVERITY_PREFIX)
+        self._answer = AnswerTokens.of(self._tokens)
         self._prefix_ready = False
         # (context position after "Label:", the decided answer) of the last classify(), which
         # reason() continues; None when there is nothing to continue.
@@ -175,16 +194,17 @@ class Engine:
         self._rewind(len(self._prefix))
         # One decode reads both the label distribution (after "Label:") and, since causal
         # attention never looks ahead, the category distribution after "harmful, Category:".
-        first = request + self._to_category
+        answer = self._answer
+        first = request + answer.to_category
         label_log_probs, category_log_probs = self._decode(first, (len(request) - 1, -1))
         label_fork = len(self._prefix) + len(request)
         category_fork = self._llm.n_tokens
-        categories = self._distribution(self._categories, category_log_probs, category_fork)
+        categories = self._distribution(answer.categories, category_log_probs, category_fork)
         top_category = max(categories, key=categories.__getitem__)
         self._rewind(category_fork)
-        (severity_log_probs,) = self._decode(self._categories[top_category] + self._to_severity)
-        severities = self._distribution(self._severities, severity_log_probs, self._llm.n_tokens)
-        labels = self._distribution(self._labels, label_log_probs, label_fork)
+        (severity_log_probs,) = self._decode(answer.categories[top_category] + answer.to_severity)
+        severities = self._distribution(answer.severities, severity_log_probs, self._llm.n_tokens)
+        labels = self._distribution(answer.labels, label_log_probs, label_fork)
         decision = decide(labels, categories, severities, len(self.last_evaluated))
         self._answered = (label_fork, Answer(decision.label, decision.category, decision.severity))
         return decision

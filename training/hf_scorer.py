@@ -17,17 +17,11 @@ from typing import Any
 
 from algospeak.normalizer import Normalization
 from algospeak.prompt import (
-    CATEGORY_PREFIX,
-    HARM_CATEGORIES,
-    HARM_SEVERITIES,
     LABEL_PREFIX,
-    SEVERITY_PREFIX,
     USER_PREFIX,
     user_content,
-    value,
 )
-from algospeak.taxonomy import LABELS
-from service.engine import Classification, decide, renormalize, split_template
+from service.engine import AnswerTokens, Classification, decide, renormalize, split_template
 
 
 class HFScorer:
@@ -91,11 +85,7 @@ class HFScorer:
         if bos is not None and tokenizer("a", add_special_tokens=True).input_ids[:1] == [bos]:
             self.prefix = [bos, *self.prefix]
         self._tail = self._tokens(tail + LABEL_PREFIX, special=True)
-        self._labels = {v: self._tokens(value(v)) for v in LABELS}
-        self._categories = {v: self._tokens(value(v)) for v in HARM_CATEGORIES}
-        self._severities = {v: self._tokens(value(v)) for v in HARM_SEVERITIES}
-        self._to_category = self._labels["harmful"] + self._tokens(CATEGORY_PREFIX)
-        self._to_severity = self._tokens(SEVERITY_PREFIX)
+        self._answer = AnswerTokens.of(self._tokens)
         self._prefix_cache: Any = None
         self._evaluated = 0
 
@@ -119,14 +109,14 @@ class HFScorer:
         self._evaluated = 0
         cache = self._fork(prefix)
         (label_log_probs,) = self._decode(cache, request)
-        labels = self._distribution(self._labels, label_log_probs, cache)
-        (category_log_probs,) = self._decode(cache, self._to_category)
-        categories = self._distribution(self._categories, category_log_probs, cache)
+        labels = self._distribution(self._answer.labels, label_log_probs, cache)
+        (category_log_probs,) = self._decode(cache, self._answer.to_category)
+        categories = self._distribution(self._answer.categories, category_log_probs, cache)
         top_category = max(categories, key=categories.__getitem__)
         (severity_log_probs,) = self._decode(
-            cache, self._categories[top_category] + self._to_severity
+            cache, self._answer.categories[top_category] + self._answer.to_severity
         )
-        severities = self._distribution(self._severities, severity_log_probs, cache)
+        severities = self._distribution(self._answer.severities, severity_log_probs, cache)
         return decide(labels, categories, severities, self._evaluated)
 
     def _tokens(self, text: str, *, special: bool = False) -> list[int]:

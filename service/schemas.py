@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
 from algospeak import Candidate, Span
@@ -11,6 +11,7 @@ from service.classifier import Verdict
 from service.engine import ModelInfo
 from service.explain import Explanation
 from service.policy import Rules
+from service.validation import SURROGATES_MESSAGE, surrogate_path
 
 
 class ErrorDetail(BaseModel):
@@ -26,7 +27,21 @@ class Health(BaseModel):
     status: str = "ok"
 
 
-class NormalizeRequest(BaseModel):
+class RequestBody(BaseModel):
+    """The base of every request body: no string in any field, however nested, holds unpaired
+    surrogates, since what a request carries may be echoed and JSON cannot encode them."""
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: object) -> object:
+        where = surrogate_path(value)
+        if where is not None:
+            item = f"item {where} " if where else ""
+            raise PydanticCustomError("unpaired_surrogates", item + SURROGATES_MESSAGE)
+        return value
+
+
+class NormalizeRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     text: StrictStr = Field(description="The text to normalize.")
@@ -46,14 +61,14 @@ EXPLAIN_DESCRIPTION = (
 )
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     text: StrictStr = Field(description="The text to classify.")
     explain: Explain = Field(False, description=EXPLAIN_DESCRIPTION)
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     texts: list[StrictStr] = Field(description="The texts to classify, in order.")
@@ -123,7 +138,7 @@ class BatchResponse(BaseModel):
     results: list[ClassifyResponse]
 
 
-class ModerationRequest(BaseModel):
+class ModerationRequest(RequestBody):
     """OpenAI's moderation request: ``input`` is a string or a list of strings."""
 
     input: StrictStr | list[StrictStr]

@@ -14,9 +14,27 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from service.app import create_app
 from service.settings import Settings
+
+# Property tests. "ci" (chosen when CI is set): the same examples on every run, stored nowhere
+# and with no deadline, so a submission passes or fails on its own code. "explore" (otherwise):
+# new random examples each run, with failures kept in .hypothesis/ and replayed. Choose either
+# with `pytest --hypothesis-profile=NAME`; `--hypothesis-seed=N` replays one exploring run.
+# Both derive from hypothesis' own defaults, whatever it loaded on seeing CI.
+_DEFAULTS = hypothesis_settings.get_profile("default")
+hypothesis_settings.register_profile(
+    "ci", _DEFAULTS, derandomize=True, database=None, deadline=None, print_blob=True
+)
+hypothesis_settings.register_profile("explore", _DEFAULTS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_profile", None) is None:  # the command line's choice wins
+        hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "explore")
+
 
 NO_MODEL = Path("/nonexistent/model.gguf")
 # The serve command after the interpreter; the Dockerfile's CMD is the same.

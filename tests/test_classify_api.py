@@ -77,6 +77,37 @@ def test_bad_input_is_4xx_with_the_error_shape(model_client, path, payload, stat
     assert needle in error["message"]
 
 
+# Unpaired surrogates (JSON's "\ud800") in any field, echoed or not, are 422 naming the field.
+# The first row was a 500 once: the moderation response echoes "model" and JSON cannot encode it.
+SURROGATE_BODIES = [
+    ("/v1/moderations", b'{"input": "ok", "model": "\\ud800"}', "model: contains unpaired"),
+    ("/v1/moderations", b'{"input": "a \\udfff b"}', "input: contains unpaired"),
+    ("/v1/moderations", b'{"input": ["ok", "\\udc00"]}', "input: item [1] contains unpaired"),
+    ("/classify", b'{"text": "a \\ud800 b"}', "text: contains unpaired"),
+    ("/classify", b'{"text": "ok", "explain": "\\ud800"}', "explain: must be true, false"),
+    ("/classify/batch", b'{"texts": ["ok", "\\udbff"]}', "texts: item [1] contains unpaired"),
+    ("/classify/batch", b'{"texts": ["ok"], "explain": "\\udfff"}', "explain: must be"),
+    ("/classify", b'{"text": "ok", "\\ud800": 1}', "body: Input should be a valid string"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "needle"), SURROGATE_BODIES)
+def test_unpaired_surrogates_anywhere_are_422_naming_the_field(
+    model_client: TestClient, path: str, body: bytes, needle: str
+) -> None:
+    response = model_client.post(path, content=body, headers={"content-type": "application/json"})
+    assert needle in assert_error(response, 422, "invalid_request")["message"]
+
+
+def test_a_valid_surrogate_pair_is_an_ordinary_character(model_client: TestClient) -> None:
+    body = b'{"input": "ok \\ud83d\\ude00", "model": "mine \\ud83d\\ude00"}'
+    response = model_client.post(
+        "/v1/moderations", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "mine 😀"
+
+
 def test_a_full_queue_answers_503_with_retry_after(smollm2_gguf: Path) -> None:
     settings = Settings(model_path=smollm2_gguf, threads=1, context_size=1024, queue_size=0)
     with TestClient(create_app(settings)) as client:

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from starlette.routing import Mount, Route
 
 from service.app import create_app
+from service.schemas import RequestBody
 from service.settings import Settings
 from tests.conftest import NO_MODEL
 
@@ -394,6 +395,15 @@ def guarded_client() -> Iterator[TestClient]:
     )
     with TestClient(create_app(guarded), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def test_every_request_body_refuses_unpaired_surrogates(client: TestClient) -> None:
+    """Each route's body model derives from RequestBody, whose one validator checks every field:
+    a field added later cannot echo a string that JSON cannot encode."""
+    routes = [route for route in _routes(client.app) if getattr(route, "body_field", None)]
+    assert routes, "no route takes a body"
+    for route in routes:
+        assert issubclass(route.body_field.field_info.annotation, RequestBody), route.path
 
 
 def test_every_route_answers_the_nastiest_bodies_in_shape(client: TestClient) -> None:

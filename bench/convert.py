@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from conversion.quantize import QUANTIZATIONS
+from training.config import PRESETS
+
 ROOT = Path(__file__).resolve().parent.parent
-TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0")
 
 
 @dataclass
@@ -71,7 +73,7 @@ def main() -> int:
     if adapter is None:
         data = work / "data"
         run("dataset", [python, "-m", "training.dataset", "build", "--out", str(data)])
-        preset = ROOT / "training" / "configs" / "smollm2-135m-cpu.yaml"
+        preset = PRESETS / "smollm2-135m-cpu.yaml"
         command = [python, "-m", "training.train", "--config", str(preset), "--no-4bit"]
         command += [f"dataset={data}", f"output_dir={work / 'run'}", "batch_size=2"]
         command += [f"max_steps={args.train_steps}", "logging_steps=1"]
@@ -92,7 +94,7 @@ def main() -> int:
     step, _ = run("convert (f16)", command, f16)
     steps.append(step)
     quantized = {}
-    for kind in TYPES:
+    for kind in QUANTIZATIONS:
         target = work / f"algospeak-{kind}.gguf"
         command = [*conversion, "quantize", "--gguf", str(f16), "--type", kind]
         command += ["--out", str(target), "--threads", str(args.threads)]

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import httpx
 
+from artifacts.bases import fetch
+from artifacts.locations import default_model
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "models" / "default" / "algospeak.gguf"
 
 # Short posts like a moderation queue holds: algospeak codes and disguises, and clean text
 # (some of it with words that look like codes).
@@ -331,7 +333,7 @@ def verdict(run: dict, min_ok: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", type=Path, help=f"GGUF (default: {DEFAULT_MODEL}, else the SmolLM2 base)"
+        "--model", type=Path, help=f"GGUF (default: {default_model()}, else the SmolLM2 base)"
     )
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per run")
@@ -356,11 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.duration <= 0 or min(args.workers) < 1:
         parser.error("--clients, --duration and --workers must be positive")
     if args.model is None:
-        if DEFAULT_MODEL.is_file():
-            args.model = DEFAULT_MODEL
-        else:
-            from conversion.bases import fetch
-
+        args.model = default_model()
+        if not args.model.is_file():
             args.model = fetch("smollm2-135m-instruct")
     threads = args.threads or os.environ.get("ALGOSPEAK_THREADS")
     cpus = os.cpu_count() or 1

@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from training.config import TrainConfig, load_config  # noqa: E402
+from training.config import PRESETS, TrainConfig, load_config  # noqa: E402
 from training.dataset import build, write  # noqa: E402
 from training.train import build_trainer  # noqa: E402
 
-PRESET = ROOT / "training" / "configs" / "smollm2-135m-cpu.yaml"
+PRESET = PRESETS / "smollm2-135m-cpu.yaml"
 VARIANTS = {
     "preset": {},
     "qlora-4bit": {"load_in_4bit": True},

@@ -14,11 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from conversion.adapters import DTYPES
-from conversion.convert import OUTTYPES
+from conversion.adapters import DTYPES, resolve
+from conversion.convert import OUTTYPES, convert, convert_lora
 from conversion.errors import ConversionError
-from conversion.quantize import DEFAULT, TYPES
-from conversion.verify import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from conversion.merge import merge
+from conversion.ollama import write_modelfile
+from conversion.pipeline import run_all
+from conversion.quantize import DEFAULT, QUANTIZATIONS, quantize
+from conversion.verify import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, sample_texts, verify
+from training.train import pick_device
 
 log = logging.getLogger("conversion")
 
@@ -45,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     quantize = step("quantize", "quantize an f16/bf16/f32 GGUF (in-process llama.cpp)")
     quantize.add_argument("--gguf", type=Path, required=True, help="the GGUF to quantize")
-    quantize.add_argument("--type", choices=tuple(TYPES), default=DEFAULT)
+    quantize.add_argument("--type", choices=QUANTIZATIONS, default=DEFAULT)
     quantize.add_argument("--out", type=Path, help="default: <input>-<TYPE>.gguf next to it")
     quantize.add_argument("--threads", type=int, help="default: all cores")
 
@@ -68,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     every = step("all", "merge, convert, quantize, verify and write the Modelfile")
     _adapter_and_base(every)
     every.add_argument("--out", type=Path, required=True, help="folder for everything")
-    every.add_argument("--types", nargs="+", choices=tuple(TYPES), default=[DEFAULT])
+    every.add_argument("--types", nargs="+", choices=QUANTIZATIONS, default=[DEFAULT])
     _merge_options(every)
     every.add_argument("--no-verify", action="store_true", help="skip the verification")
     _verify_options(every)
@@ -99,37 +103,25 @@ def _verify_options(parser: argparse.ArgumentParser) -> None:
 def _device(name: str) -> str:
     if name != "auto":
         return name
-    from training.train import pick_device
-
     return pick_device("auto")
 
 
 def _run(args: argparse.Namespace) -> tuple[Any, bool]:
     """Run the chosen step; returns what to print and whether it succeeded."""
     if args.step == "merge":
-        from conversion.merge import merge
-
         out = merge(args.adapter, args.out, base=args.base, dtype=args.dtype, force=args.force)
         return {"merged": str(out)}, True
     if args.step == "convert":
-        from conversion.convert import convert
-
         return {"gguf": str(convert(args.model, args.out, outtype=args.outtype))}, True
     if args.step == "quantize":
-        from conversion.quantize import quantize
-
         out = args.out or args.gguf.with_name(
             f"{args.gguf.stem.removesuffix('-f16')}-{args.type}.gguf"
         )
         result = quantize(args.gguf, out, args.type, threads=args.threads)
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}, True
     if args.step == "verify":
-        from conversion.verify import sample_texts, verify
-
         reference = args.hf
         if not Path(reference).is_dir():  # a catalog name or Hub id, as for merge's --base
-            from conversion.adapters import resolve
-
             reference = resolve(reference)[1]
         report = verify(
             args.gguf,
@@ -142,16 +134,10 @@ def _run(args: argparse.Namespace) -> tuple[Any, bool]:
         )
         return report.summary(), report.passed
     if args.step == "ollama":
-        from conversion.ollama import write_modelfile
-
         return {"modelfile": str(write_modelfile(args.gguf, args.out))}, True
     if args.step == "lora":
-        from conversion.convert import convert_lora
-
         out = convert_lora(args.adapter, args.out, base=args.base, outtype=args.outtype)
         return {"lora": str(out)}, True
-    from conversion.pipeline import run_all
-
     built = run_all(
         args.adapter,
         args.out,

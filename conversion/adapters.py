@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from conversion.bases import CatalogError, FetchError, load_catalog
+from artifacts.bases import CatalogError, FetchError, load_catalog
 from conversion.errors import ConversionError
+from training.hf_base import resolve_base
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def resolve(base: str | None, adapter: Path | None = None) -> tuple[str, str]:
     ``loadable`` is a local Hugging Face folder or a Hub id. ConversionError for a base that
     is none of a folder, a catalog name or a Hub id, or whose catalog entry cannot be fetched.
     """
-    from training.base import resolve_base  # the GGUF-to-HF cache lives with training
-
     name = base if base is not None else (trained_base(adapter) if adapter else None)
     if not name:
         raise ConversionError("no base model given and the adapter does not name one: --base")
@@ -70,8 +69,6 @@ def resolve(base: str | None, adapter: Path | None = None) -> tuple[str, str]:
 
 
 def _loadable_or_none(name: str) -> str | None:
-    from training.base import resolve_base
-
     try:
         return resolve_base(name) if not Path(name).is_dir() else name
     except (CatalogError, FetchError):

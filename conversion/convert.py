@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conversion import adapters, llamacpp, manifest
+from artifacts import manifest
+from conversion import adapters, llamacpp
 from conversion.errors import ConversionError, disk_space
 
 log = logging.getLogger(__name__)

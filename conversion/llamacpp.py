@@ -25,7 +25,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-from conversion.bases import default_cache, sha256_of
+from artifacts.bases import default_cache
+from artifacts.hashing import sha256_of
 from conversion.errors import ConversionError
 
 log = logging.getLogger(__name__)

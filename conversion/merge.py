@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from conversion import adapters, manifest
+from artifacts import manifest
+from conversion import adapters
 from conversion.errors import ConversionError, disk_space
 
 log = logging.getLogger(__name__)

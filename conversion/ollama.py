@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 
 from algospeak.prompt import SYSTEM
-from conversion import manifest
+from artifacts import manifest
 from conversion.errors import ConversionError
 from conversion.gguf_file import metadata
+from service.engine import DEFAULT_CONTEXT
+from service.scoring import ANSWER_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,6 @@ TEMPLATE = (
     "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ .Response }}"
 )
 STOP = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
-CONTEXT = 2048
-ANSWER_TOKENS = 32  # "Label: harmful, Category: child_safety, Severity: extreme" and slack
 
 
 def modelfile_text(gguf_reference: str, template: str | None) -> str:
@@ -49,7 +49,7 @@ def modelfile_text(gguf_reference: str, template: str | None) -> str:
         f'TEMPLATE """{TEMPLATE}"""',
         f'SYSTEM """{SYSTEM}"""',
         "PARAMETER temperature 0",
-        f"PARAMETER num_ctx {CONTEXT}",
+        f"PARAMETER num_ctx {DEFAULT_CONTEXT}",
         f"PARAMETER num_predict {ANSWER_TOKENS}",
         *(f'PARAMETER stop "{stop}"' for stop in STOP),
     ]

@@ -21,6 +21,7 @@ from conversion.merge import merge
 from conversion.ollama import write_modelfile
 from conversion.quantize import Quantized, quantize
 from conversion.verify import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Report, verify
+from training.hf_scorer import HFScorer
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def run_all(
         built.quantized.append(quantize(built.f16, out / gguf_name(kind), kind, threads=threads))
     built.modelfile = write_modelfile(built.quantized[0].path)
     if check:
-        from training.hf_scorer import HFScorer
-
         precision = "float32" if device == "cpu" else "auto"  # as verify() chooses
         scorer = HFScorer(merged, device=device, threads=threads, dtype=precision)
         for result in built.quantized:

@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conversion import manifest
+from artifacts import manifest
+from artifacts.gguf_types import FILE_TYPES
 from conversion.errors import ConversionError, disk_space
 from conversion.gguf_file import tensor_types
 
 log = logging.getLogger(__name__)
 
-# llama_ftype values (llama.h): LLAMA_FTYPE_MOSTLY_Q4_K_M, ..._Q5_K_M, ..._Q8_0.
-TYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7}
+QUANTIZATIONS = ("Q4_K_M", "Q5_K_M", "Q8_0")
 DEFAULT = "Q4_K_M"
 _PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
@@ -44,21 +44,21 @@ def quantize(
     source: Path, output: Path, quantization: str = DEFAULT, *, threads: int | None = None
 ) -> Quantized:
     """Quantize the GGUF ``source`` (f16/bf16/f32) to ``output`` as ``quantization`` (one of
-    :data:`TYPES`), record it in the manifest next to ``output`` and return what was written.
-    ``threads`` defaults to all cores. ConversionError for an unknown type, a missing source,
-    a failed quantization or a full disk; ``output`` is never left half-written."""
+    :data:`QUANTIZATIONS`), record it in the manifest next to ``output`` and return what was
+    written. ``threads`` defaults to all cores. ConversionError for an unknown type, a missing
+    source, a failed quantization or a full disk; ``output`` is never left half-written."""
     import llama_cpp
 
     source, output = Path(source), Path(output)
-    if quantization not in TYPES:
+    if quantization not in QUANTIZATIONS:
         raise ConversionError(
-            f"quantization must be one of {', '.join(TYPES)}, not {quantization!r}"
+            f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}"
         )
     if not source.is_file():
         raise ConversionError(f"{source} does not exist: convert the model first")
     started = time.monotonic()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = TYPES[quantization]
+    params.ftype = FILE_TYPES[quantization]
     params.nthread = threads or 0  # 0: all hardware threads
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")

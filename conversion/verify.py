@@ -18,9 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conversion import manifest
+from algospeak import normalize
+from artifacts import manifest
 from conversion.errors import ConversionError
 from conversion.gguf_file import metadata
+from service.engine import Engine
+from training.dataset import build
+from training.hf_scorer import HFScorer
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +98,6 @@ def sample_texts(count: int = DEFAULT_SAMPLES, data: Path | None = None) -> list
             records = [json.loads(line) for line in handle if line.strip()]
         pairs = [(r["text"], r.get("label", "")) for r in records]
     else:
-        from training.dataset import build
-
         splits = build(seed=_SEED, size=400)
         pairs = [(e.text, e.label) for e in splits.test + splits.dev]
     rng = random.Random(_SEED)
@@ -123,10 +125,6 @@ def verify(
     :func:`sample_texts`), record the summary in the manifest next to ``gguf`` (when the
     conversion wrote one there) and return the report. ConversionError if the metadata is
     incomplete; a low agreement is reported (``passed`` false), not raised."""
-    from algospeak import normalize
-    from service.engine import Engine
-    from training.hf_scorer import HFScorer
-
     gguf = Path(gguf)
     started = time.monotonic()
     found = check_metadata(gguf)
@@ -146,7 +144,7 @@ def verify(
             dtype="float32" if device == "cpu" else "auto",
         )
     )
-    engine = Engine(gguf, threads=threads, context=2048)
+    engine = Engine(gguf, threads=threads)
     rows = []
     try:
         from tqdm import tqdm

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from algospeak import Normalization
 from service import metrics
-from service.engine import Classification, Engine, ModelError
+from service.engine import Engine, ModelError
 from service.gate import Gate
 from service.policy import PolicyHolder, Thresholds
+from service.scoring import Classification
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -37,9 +37,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
-from service.engine import InputTooLongError, ModelError
+from service.engine import ModelError
 from service.explain import explain as explain_verdict
 from service.schemas import ClassifyResponse, Explain
+from service.scoring import InputTooLongError
 from service.settings import Settings
 from service.validation import TextProblem, text_problem
 

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.engine import InputTooLongError
 from service.gate import BusyError
+from service.scoring import InputTooLongError
 
 logger = logging.getLogger(__name__)
 

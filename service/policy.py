@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from algospeak import Lexicon, Normalizer, Policy, PolicyError, load_lexicon
-from service.engine import Classification
+from service.scoring import Classification
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from artifacts.locations import default_model
+from service.engine import DEFAULT_CONTEXT
+
 
 class Settings(BaseSettings):
     """Everything the service can be configured with; passed to ``create_app``."""
@@ -14,14 +17,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALGOSPEAK_", env_file=None, extra="ignore")
 
     model_path: Path = Field(
-        Path("models/default/algospeak.gguf"),
-        description="The GGUF to serve (default: the model `make model` builds).",
+        default_factory=default_model,
+        description="The GGUF to serve (default: the model `make model` builds, "
+        "$ALGOSPEAK_HOME/models/default/algospeak.gguf).",
     )
     lora_path: Path | None = Field(
         None, description="A GGUF LoRA adapter to apply on the model (instead of merging)."
     )
     threads: int = Field(os.cpu_count() or 1, gt=0, description="CPU threads for the model.")
-    context_size: int = Field(2048, ge=256, description="Model context, in tokens.")
+    context_size: int = Field(DEFAULT_CONTEXT, ge=256, description="Model context, in tokens.")
     max_text_chars: int = Field(20_000, gt=0, description="Longest text accepted, in characters.")
     max_batch: int = Field(64, gt=0, description="Most texts in one batch request.")
     queue_size: int = Field(64, ge=0, description="Requests that may wait for the model.")

@@ -16,8 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
+from artifacts.bases import fetch
 from service.app import create_app
 from service.settings import Settings
+from training.hf_base import resolve_base
 
 # Property tests. "ci" (chosen when CI is set): the same examples on every run, stored nowhere
 # and with no deadline, so a submission passes or fails on its own code. "explore" (otherwise):
@@ -155,16 +157,12 @@ def smollm2_gguf() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF (sha256-checked), for tests that run a real model.
 
     Downloaded once per machine into the default cache ($ALGOSPEAK_CACHE or ~/.cache/algospeak)
-    and linked into models/bases/smollm2-135m-instruct/ (git-ignored).
+    and linked into $ALGOSPEAK_HOME/models/bases/smollm2-135m-instruct/ (git-ignored).
     """
-    from conversion.bases import fetch  # here: tests that need no model never import it
-
     return fetch("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")
 def smollm2_hf(smollm2_gguf: Path) -> Path:
     """The SmolLM2 base as a Hugging Face folder (made from the GGUF once, then cached)."""
-    from training.base import resolve_base
-
     return Path(resolve_base("smollm2-135m-instruct"))

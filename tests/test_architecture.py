@@ -1,4 +1,5 @@
-"""The arrows point one way: the core stays light and nothing imports the web layer."""
+"""The arrows point one way: each top-level package imports only those below it (so there is no
+cycle), the core stays light and nothing imports the web layer."""
 
 import ast
 import subprocess
@@ -6,7 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("algospeak", "service", "training", "conversion")
+# Bottom to top: a package may import the ones before it, never one after it.
+LAYERS = ("algospeak", "artifacts", "service", "training", "conversion", "recipes")
+PACKAGES = LAYERS
 
 
 WEB_LAYER = ("fastapi", "starlette", "uvicorn", "service.app", "service.routes", "service.schemas")
@@ -29,6 +32,43 @@ def imported_packages(package: str) -> set[str]:
     return {name.split(".")[0] for name in imported_modules(package)}
 
 
+def package_graph() -> dict[str, set[str]]:
+    """Which of our top-level packages each one imports, wherever the import sits (module
+    top or inside a function)."""
+    return {p: imported_packages(p) & set(LAYERS) - {p} for p in LAYERS}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle between packages, each as the path that closes it."""
+    found: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for target in sorted(graph.get(node, ())):
+            if target in path:
+                found.append([*path[path.index(target) :], target])
+            else:
+                visit(target, [*path, target])
+
+    for start in graph:
+        visit(start, [start])
+    return found
+
+
+def test_cycle_detection_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}})
+    assert not cycles({"a": {"b"}, "b": {"c"}, "c": set()})
+
+
+def test_no_import_cycle_between_top_level_packages() -> None:
+    assert not cycles(package_graph()), cycles(package_graph())
+
+
+def test_every_package_imports_only_the_layers_below_it() -> None:
+    for level, package in enumerate(LAYERS):
+        upward = package_graph()[package] - set(LAYERS[:level])
+        assert not upward, f"{package} imports {sorted(upward)}, which sit above it"
+
+
 def test_core_imports_none_of_ours() -> None:
     assert imported_packages("algospeak") & set(PACKAGES) <= {"algospeak"}
 
@@ -45,7 +85,7 @@ def test_nothing_outside_the_service_imports_the_web_layer() -> None:
 
 def test_importing_the_core_loads_no_heavy_module() -> None:
     code = (
-        "import sys, algospeak; algospeak.normalize('k!ll');"
+        "import sys, algospeak, artifacts.bases, artifacts.manifest; algospeak.normalize('k!ll');"
         "heavy = {'fastapi', 'torch', 'transformers', 'llama_cpp', 'starlette', 'numpy'};"
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conversion.bases import (
+from artifacts.bases import (
+    CATALOG_PATH,
     BaseModelEntry,
     CatalogError,
     FetchError,
     fetch,
     fetch_entry,
     load_catalog,
-    sha256_of,
 )
+from artifacts.hashing import sha256_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOL = "smollm2-135m-instruct"
@@ -80,7 +81,7 @@ def write_catalog(tmp_path: Path, bases: dict) -> Path:
 
 
 def good_entry() -> dict:
-    raw = yaml.safe_load((ROOT / "conversion" / "catalog.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((CATALOG_PATH).read_text(encoding="utf-8"))
     return dict(raw["bases"][SMOL])
 
 
@@ -237,7 +238,7 @@ def test_huggingface_without_huggingface_hub(
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "conversion.bases", *args],
+        [sys.executable, "-m", "artifacts.bases", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -278,7 +279,7 @@ def test_cli_list_and_fetch(warm: tuple[Path, Path], smol: BaseModelEntry, tmp_p
 
 def test_importing_the_module_is_light() -> None:
     code = (
-        "import sys, conversion.bases;"
+        "import sys, artifacts.bases;"
         "heavy = {'torch', 'transformers', 'huggingface_hub', 'llama_cpp', 'service', 'fastapi'};"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
     )

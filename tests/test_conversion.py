@@ -25,10 +25,11 @@ import pytest
 from algospeak import normalize
 from algospeak.prompt import SYSTEM, user_content
 from algospeak.taxonomy import LABELS
+from artifacts.hashing import sha256_of
 from conversion import llamacpp, manifest
-from conversion.bases import sha256_of
 from conversion.errors import ConversionError, disk_space
-from service.engine import Engine, split_template
+from service.engine import Engine
+from service.scoring import split_template
 from tests.tiny_models import tiny_base
 
 # One thread each for torch and llama.cpp: the two development cores are shared, and
@@ -272,7 +273,7 @@ def test_hf_scorer_and_engine_agree_on_the_f16_file(tiny: Tiny) -> None:
         for text in TEXTS:
             normalization = normalize(text)
             tokens = scorer.prefix + scorer.request_tokens(text, normalization)
-            assert tokens == engine._prefix + engine.request_tokens(text, normalization)
+            assert tokens == engine.prefix + engine.request_tokens(text, normalization)
             hf = scorer.classify(text, normalization)
             served = engine.classify(text, normalization)
             assert hf.tokens_evaluated == served.tokens_evaluated
@@ -341,12 +342,12 @@ def test_hf_scorer_and_engine_see_the_same_tokens_and_close_probabilities(
     from training.hf_scorer import HFScorer
 
     scorer = HFScorer(smollm2_hf, threads=THREADS)
-    engine = Engine(smollm2_gguf, threads=THREADS, context=2048)
+    engine = Engine(smollm2_gguf, threads=THREADS)
     try:
         for text in TEXTS:
             normalization = normalize(text)
             ours = scorer.prefix + scorer.request_tokens(text, normalization)
-            theirs = engine._prefix + engine.request_tokens(text, normalization)
+            theirs = engine.prefix + engine.request_tokens(text, normalization)
             assert ours == theirs
             hf = scorer.classify(text, normalization)
             served = engine.classify(text, normalization)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conversion import default_model
+from recipes import default_model
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import running_server
@@ -64,12 +64,29 @@ def test_changed_inputs_mean_a_rebuild(installed: Path) -> None:
     assert not default_model.up_to_date(installed, default_model.inputs_key(["max_steps=3"], 6, 6))
 
 
+def test_the_rebuild_key_covers_every_file_the_model_is_made_from() -> None:
+    """No hand-kept list: whatever file the dataset, training or conversion code gains counts."""
+    files = default_model.source_files()
+    root = Path(__file__).resolve().parent.parent
+    for package in ("algospeak", "training", "conversion"):
+        for path in (root / package).rglob("*.py"):
+            assert f"{package}/{path.relative_to(root / package).as_posix()}" in files
+    for data in (
+        "algospeak/data/lexicon.yaml",
+        "training/templates.yaml",
+        "artifacts/catalog.yaml",
+    ):
+        assert data in files
+    assert f"training/configs/{default_model.PRESET.name}" in files
+
+
 def test_the_service_serves_the_default_model_and_reports_its_manifest(
-    installed: Path, monkeypatch
+    installed: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.chdir(installed.parent.parent)  # the default path is models/default/...
-    target = Path("models/default")
-    target.parent.mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path)  # the default path does not depend on the working directory
+    monkeypatch.setenv("ALGOSPEAK_HOME", str(tmp_path / "home"))
+    target = tmp_path / "home" / "models" / "default"
+    target.parent.mkdir(parents=True)
     target.symlink_to(installed)
     assert Settings().model_path == target / "algospeak.gguf"
     with TestClient(create_app(Settings(threads=2))) as client:

@@ -173,14 +173,14 @@ def test_model_is_baked_in_only_with_the_build_arg(
     dockerfile: tuple[dict[str, str], list[Stage]],
 ) -> None:
     """MODEL=none (the default) copies an empty folder into models/; MODEL=default copies what
-    the model-default stage built with ``conversion.default_model``, and nothing else of it."""
+    the model-default stage built with ``recipes.default_model``, and nothing else of it."""
     global_args, stages = dockerfile
     assert global_args["MODEL"] == "none"
     model = stage_named(stages, "model")
     assert model.base == f"model-{global_args['MODEL']}"
     assert stage_named(stages, "model-none").instructions == [("RUN", "mkdir -p /tmp/model")]
     build = " ".join(stage_named(stages, "model-default").args_of("RUN"))
-    assert "python -m conversion.default_model --install-dir /tmp/model/default" in build
+    assert "python -m recipes.default_model --install-dir /tmp/model/default" in build
     _, from_stages = copy_sources(stages[-1])
     assert [path for stage, path in from_stages if stage == "model"] == ["/tmp/model/"]
 
@@ -193,7 +193,7 @@ def test_trainer_stage_exists_and_builds_the_default_model_by_default(
     _, stages = dockerfile
     trainer = stage_named(stages, "trainer")
     command = json.loads(trainer.args_of("CMD")[-1])
-    assert command[:3] == ["python", "-m", "conversion.default_model"]
+    assert command[:3] == ["python", "-m", "recipes.default_model"]
     assert command[command.index("--install-dir") + 1] == "models/default"
     assert trainer.args_of("USER")[-1] == stages[-1].args_of("USER")[-1]
 
@@ -354,10 +354,13 @@ def test_compose_file_is_valid_against_the_compose_specification(tmp_path: Path)
     assert failed == {"misspelt.yml", "bad-value.yml"}, report["errors"]
 
 
-def test_compose_api_can_be_scaled_and_is_health_checked_on_readyz(compose: dict) -> None:
+def test_compose_api_can_be_scaled_and_is_health_checked_on_readyz(
+    compose: dict, dockerfile: tuple[dict[str, str], list[Stage]]
+) -> None:
     """api has no container_name and publishes no port (so --scale works), is built from the
-    Dockerfile, checks /readyz, reads the model from a volume that models/ maps to, and every
-    ALGOSPEAK_* variable it sets is a real setting."""
+    Dockerfile, checks /readyz, reads the default model from a volume mounted on the image's
+    models folder (ALGOSPEAK_HOME/models), and every ALGOSPEAK_* variable it sets is a real
+    setting."""
     api = compose["services"]["api"]
     assert "container_name" not in api
     assert "ports" not in api
@@ -367,8 +370,8 @@ def test_compose_api_can_be_scaled_and_is_health_checked_on_readyz(compose: dict
     assert {name for name in env if name.startswith("ALGOSPEAK_")} <= SETTING_NAMES
     volume, target = api["volumes"][0].split(":")[:2]
     assert volume in compose["volumes"]
-    model = posixpath.normpath(posixpath.join("/app", env["ALGOSPEAK_MODEL_PATH"]))
-    assert model.startswith(target + "/")
+    assert "ALGOSPEAK_MODEL_PATH" not in env  # the image's default model, in the volume
+    assert posixpath.join(env_of(dockerfile[1][-1])["ALGOSPEAK_HOME"], "models") == target
     assert int(env["ALGOSPEAK_WORKERS"]) == 1
 
 

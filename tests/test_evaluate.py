@@ -136,7 +136,7 @@ class _Fixed:
         self.seen: list[tuple[str, str]] = []
 
     def classify(self, text, normalization):
-        from service.engine import Classification
+        from service.scoring import Classification
 
         self.seen.append((text, normalization.normalized))
         harmful = "kill" in normalization.normalized

@@ -8,9 +8,9 @@ from fastapi.testclient import TestClient
 from algospeak import normalize
 from algospeak.taxonomy import HARM_CATEGORIES
 from service.classifier import Verdict
-from service.engine import decide
 from service.explain import explain
 from service.policy import Thresholds
+from service.scoring import decide
 from tests.test_api import assert_error
 
 # A code, a look-alike clean-up, a disguised plain word and an ambiguous code left alone.

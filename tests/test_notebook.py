@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conversion.bases import load_catalog
+from artifacts.bases import load_catalog
 from training.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from algospeak import PolicyError, load_lexicon, load_policy
 from service.app import create_app
-from service.engine import Classification
 from service.policy import PolicyHolder, Rules, build_rules
+from service.scoring import Classification
 from service.settings import Settings
 from tests.conftest import NO_MODEL, running_server, running_server_process
 

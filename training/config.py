@@ -11,6 +11,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+PRESETS = Path(__file__).with_name("configs")  # the shipped YAML presets, by file name
 
 
 class ConfigError(ValueError):

@@ -21,13 +21,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from algospeak import Normalization, normalize
 from algospeak.taxonomy import CATEGORIES, LABELS, SEVERITIES
-
-if TYPE_CHECKING:  # the engine imports llama-cpp: only score() loads it
-    from service.engine import Classification
+from service.engine import Engine
+from service.scoring import Classification
+from training import plots
+from training.hf_base import resolve_base
+from training.hf_scorer import HFScorer
 
 logger = logging.getLogger(__name__)
 _BINS = 10
@@ -81,9 +83,7 @@ def score_with(classifier: Classifier, records: list[dict[str, Any]]) -> list[Sc
 
 def score(model: Path, records: list[dict[str, Any]], threads: int) -> list[Scored]:
     """Classify every record with the engine that serves ``model`` (closed afterwards)."""
-    from service.engine import Engine
-
-    engine = Engine(model, threads=threads, context=2048)
+    engine = Engine(model, threads=threads)
     try:
         return score_with(engine, records)
     finally:
@@ -198,8 +198,6 @@ def report(figures: dict[str, Any], title: str, images: dict[str, str] | None = 
 def write_outputs(figures: dict[str, Any], out: Path, title: str) -> dict[str, Path]:
     """Write ``metrics.json``, the PNGs and ``report.md`` into ``out`` (created); returns them by
     name. Without matplotlib the PNGs are skipped with a warning and the report has no plots."""
-    from training import plots
-
     out.mkdir(parents=True, exist_ok=True)
     written = {"metrics": out / "metrics.json"}
     written["metrics"].write_text(json.dumps(figures, indent=2), encoding="utf-8")
@@ -239,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         name = args.model.name
         results = score(args.model, records, args.threads)
     else:
-        from training.base import resolve_base
-        from training.hf_scorer import HFScorer
-
         name = args.hf + (f" + {args.adapter.name}" if args.adapter else "")
         scorer = HFScorer(resolve_base(args.hf), adapter=args.adapter, threads=args.threads)
         results = score_with(scorer, records)

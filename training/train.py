@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from algospeak.prompt import format_answer, parse_answer_and_reason
-from conversion.bases import sha256_of
-from conversion.manifest import tool_versions
-from training.base import resolve_base
+from artifacts.hashing import sha256_of
+from artifacts.manifest import tool_versions
 from training.config import ConfigError, TrainConfig, load_config
+from training.hf_base import resolve_base
 
 logger = logging.getLogger(__name__)
 # What a training run depends on, recorded in its run.json.

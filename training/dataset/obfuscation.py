@@ -6,18 +6,45 @@ disguise does not apply (emoji, digits, no suitable letter), so callers can dete
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
+from functools import lru_cache
 
-_LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "$", "t": "7"})
-_HOMOGLYPHS = str.maketrans(
-    {"a": "а", "c": "с", "e": "е", "o": "о", "p": "р", "x": "х", "y": "у", "i": "і"}
-)
+from algospeak.folding import homoglyphs
+from algospeak.matcher import LEET
+
+# The builder's disguises are drawn from the normalizer's own tables, so every symbol and
+# look-alike it writes is one the normalizer knows how to read. Which of them it uses is the
+# builder's choice, kept as it was when the first datasets were built (other choices would
+# change every dataset): these leet symbols, each standing for its first reading in LEET ...
+_LEET_SYMBOLS = "4310$7"
+# ... and, for these letters, the first Cyrillic small letter that homoglyphs() reads as them.
+_HOMOGLYPH_LETTERS = "aceiopxy"
+_HOMOGLYPH_SCRIPT = "CYRILLIC SMALL LETTER "
 _VOWELS = "aeiouy"
+
+
+@lru_cache(maxsize=1)
+def _leet_table() -> dict[int, str]:
+    return str.maketrans({LEET[symbol][0]: symbol for symbol in _LEET_SYMBOLS})
+
+
+@lru_cache(maxsize=1)
+def _homoglyph_table() -> dict[int, str]:
+    table: dict[str, str] = {}
+    for letter in _HOMOGLYPH_LETTERS:
+        lookalikes = sorted(
+            char
+            for char, target in homoglyphs().items()
+            if target == letter and unicodedata.name(char, "").startswith(_HOMOGLYPH_SCRIPT)
+        )
+        table[letter] = lookalikes[0]
+    return str.maketrans(table)
 
 
 def leetspeak(code: str) -> str:
     """Letters replaced by look-alike digits/symbols: ``unalive`` -> ``un4l1v3``."""
-    return code.translate(_LEET)
+    return code.translate(_leet_table())
 
 
 def spacing(code: str) -> str:
@@ -42,7 +69,7 @@ def masking(code: str) -> str:
 
 def homoglyph(code: str) -> str:
     """Latin letters swapped for Cyrillic look-alikes: ``seggs`` -> ``sеggs``."""
-    return code.translate(_HOMOGLYPHS)
+    return code.translate(_homoglyph_table())
 
 
 def invisible(code: str) -> str:

@@ -1,7 +1,10 @@
 """The disguises the builder puts on a code: small pure functions, and the choice among them.
 
 Each takes a code variant and returns it disguised; it returns the input unchanged when the
-disguise does not apply (emoji, digits, no suitable letter), so callers can detect that.
+disguise does not apply (emoji, digits, no suitable letter), so callers can detect that. A
+disguise also does not apply where the normalizer could not read it back as that code: the
+post would then teach the model a code that the served normalizer never shows it, or one it
+shows as another code (see tests/test_obfuscation_roundtrip.py).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from algospeak.folding import homoglyphs
-from algospeak.matcher import LEET
+from algospeak.lexicon import load_lexicon
+from algospeak.matcher import LEET, MIN_LETTERS, MIN_SPACED, TOKEN, Matcher
 
 # The builder's disguises are drawn from the normalizer's own tables, so every symbol and
 # look-alike it writes is one the normalizer knows how to read. Which of them it uses is the
@@ -22,6 +26,18 @@ _LEET_SYMBOLS = "4310$7"
 _HOMOGLYPH_LETTERS = "aceiopxy"
 _HOMOGLYPH_SCRIPT = "CYRILLIC SMALL LETTER "
 _VOWELS = "aeiouy"
+
+
+@lru_cache(maxsize=1)
+def _matcher() -> Matcher:
+    return Matcher(load_lexicon())
+
+
+def _unambiguous(word: str) -> bool:
+    """Whether the normalizer reads the disguised ``word`` one way only: a mask or stretch
+    that several lexicon spellings fit ("r*pe": rope or rape; "speeeeed": speed or sped)
+    cannot be told apart by any reader, so the builder does not write it."""
+    return len(_matcher().readings(word)) == 1
 
 
 @lru_cache(maxsize=1)
@@ -43,19 +59,32 @@ def _homoglyph_table() -> dict[int, str]:
 
 
 def leetspeak(code: str) -> str:
-    """Letters replaced by look-alike digits/symbols: ``unalive`` -> ``un4l1v3``."""
-    return code.translate(_leet_table())
+    """Letters replaced by look-alike digits/symbols: ``unalive`` -> ``un4l1v3``; unchanged
+    if a token it changes would keep fewer than MIN_LETTERS letters ("ana" -> "4n4", like
+    "m14" or "3d", reads as a number, not as a word)."""
+    disguised = code.translate(_leet_table())
+    for plain, written in zip(TOKEN.findall(code), TOKEN.findall(disguised), strict=True):
+        if written != plain and sum(c.isalpha() for c in written) < MIN_LETTERS:
+            return code
+    return disguised
 
 
 def spacing(code: str) -> str:
-    """Letters separated by spaces, words by three: ``seggs`` -> ``s e g g s``."""
-    if not any(c.isalpha() for c in code):
+    """Letters separated by spaces, words by three: ``seggs`` -> ``s e g g s``; unchanged
+    for codes of fewer than MIN_SPACED letters ("s h" is as likely initials) and for codes
+    with words that are not one token starting and ending with a letter ("s / h", "ctb'd",
+    "(((them)))", "14 words"): spaced out, their punctuation and digits read as separate words."""
+    words = code.split()
+    if sum(c.isalnum() for c in code) < MIN_SPACED or not all(
+        TOKEN.fullmatch(word) and word[0].isalpha() and word[-1].isalpha() for word in words
+    ):
         return code
     return "   ".join(" ".join(word) for word in code.split())
 
 
 def masking(code: str) -> str:
-    """One inner vowel of the longest word masked with ``*``: ``seggs`` -> ``s*ggs``."""
+    """One inner vowel of the longest word masked with ``*``: ``seggs`` -> ``s*ggs``;
+    unchanged if the masked word has several readings (see ``_unambiguous``)."""
     words = code.split(" ")
     index = max(range(len(words)), key=lambda i: len(words[i]))
     word = words[index]
@@ -64,7 +93,7 @@ def masking(code: str) -> str:
     inner = [i for i in range(1, len(word) - 1) if word[i] in _VOWELS]
     at = inner[0] if inner else len(word) // 2
     words[index] = word[:at] + "*" + word[at + 1 :]
-    return " ".join(words)
+    return " ".join(words) if _unambiguous(words[index]) else code
 
 
 def homoglyph(code: str) -> str:
@@ -80,11 +109,16 @@ def invisible(code: str) -> str:
 
 
 def elongation(code: str) -> str:
-    """The last vowel stretched: ``unalive`` -> ``unaliiiiive``."""
+    """The last vowel stretched: ``unalive`` -> ``unaliiiiive``; unchanged if the stretched
+    word has several readings (see ``_unambiguous``)."""
     at = max((i for i, c in enumerate(code) if c in _VOWELS), default=-1)
     if at < 0:
         return code
-    return code[: at + 1] + code[at] * 4 + code[at + 1 :]
+    stretched = code[: at + 1] + code[at] * 4 + code[at + 1 :]
+    word_start = code.rfind(" ", 0, at) + 1
+    word_end = stretched.find(" ", at)
+    word = stretched[word_start : None if word_end < 0 else word_end]
+    return stretched if _unambiguous(word) else code
 
 
 def alternating_case(code: str) -> str:
@@ -112,14 +146,24 @@ OBFUSCATIONS: dict[str, Callable[[str], str]] = {
 OBFUSCATION_NAMES: tuple[str, ...] = tuple(OBFUSCATIONS)
 
 
+def disguise(code: str, name: str) -> str | None:
+    """``code`` in the obfuscation ``name``, or None when the builder never writes it so: the
+    disguise does not apply (it would leave ``code`` unchanged), or ``code`` has fewer than two
+    letters (emoji, numbers), which only "none" applies to."""
+    if name == "none":
+        return code
+    if sum(c.isalpha() for c in code) < 2:
+        return None
+    disguised = OBFUSCATIONS[name](code)
+    return None if disguised == code else disguised
+
+
 def obfuscate(code: str, start: int) -> tuple[str, str]:
     """``(disguised code, obfuscation name)``: the first obfuscation, cycling from ``start``,
-    that changes ``code`` (only "none" applies to emoji and numbers)."""
-    if sum(c.isalpha() for c in code) < 2:
-        return code, "none"
+    that applies to ``code`` (see ``disguise``; "none" always applies)."""
     for step in range(len(OBFUSCATION_NAMES)):
         name = OBFUSCATION_NAMES[(start + step) % len(OBFUSCATION_NAMES)]
-        disguised = OBFUSCATIONS[name](code)
-        if name == "none" or disguised != code:
+        disguised = disguise(code, name)
+        if disguised is not None:
             return disguised, name
     return code, "none"

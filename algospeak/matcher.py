@@ -11,6 +11,7 @@ features take the slow path, so ordinary text costs one automaton pass and a tok
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,7 +43,14 @@ MASK = "*"
 JOINERS = frozenset("-_./·")
 _SYMBOLS = "".join(k for k in LEET if not k.isdigit()) + MASK
 _PUNCTUATION = "!*|+¡"  # leet or mask inside a word, punctuation at its edges
-_TOKEN = re.compile(rf"(?:[^\W_]|[{re.escape(_SYMBOLS)}])+")
+# A token: what may be one disguised word (letters, digits, leet and mask symbols).
+TOKEN = re.compile(rf"(?:[^\W_]|[{re.escape(_SYMBOLS)}])+")
+# A token holding symbols reads as a word only with this many letters: with fewer it is more
+# often a number or a model name ("m14", "c47", "3d") than a disguise.
+MIN_LETTERS = 2
+# Spaced-out letters read as a word only from this many on: "s h" or "e d" are too often
+# initials or stray letters.
+MIN_SPACED = 3
 _PROTECTED = re.compile(
     r"(?:https?://|www\.)\S+"  # URLs
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}\b"  # e-mail addresses
@@ -52,9 +60,11 @@ _PROTECTED = re.compile(
 _MAY_PROTECT = re.compile(r"[.@]|://").search  # cheap test before the protected-region scan
 _ELONGATED = re.compile(r"([^\W\d_])\1\1")
 _REPEATS = re.compile(r"(.)\1+")
+_RUN = re.compile(r"(.)\1*")
+_ALNUM = re.compile(r"[^\W_]+")
 _END = ""  # trie key of a complete spelling
 _MIN_JOINED = 4  # shorter joined forms ("sh" from "s/h") need visible joiners to count
-_MAX_GROUP = 12  # longest run of spaced letters or joined tokens tried as one word
+# A run of spaced letters or joined tokens is tried as one word up to the longest spelling.
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +100,10 @@ class Matcher:
     def __init__(self, lexicon: Lexicon) -> None:
         self._automaton = ahocorasick.Automaton()
         self._joined: dict[str, str] = {}  # compact form -> key ("sewerslide" -> "sewer slide")
-        self._squeezed: dict[str, str] = {}  # "unalive" -> "unalive", "segs" -> "seggs"
+        # Squeezed spelling -> the spellings it may stand for: "segs" -> ["seggs", "segs"].
+        self._squeezed: dict[str, list[str]] = {}
         self._trie: dict[str, dict | str] = {}  # letters -> key, walked with leet readings
+        self._max_group = 0
         for entry in lexicon.entries:
             for variant in entry.variants:
                 key = fold(variant).text
@@ -99,10 +111,14 @@ class Matcher:
                     self._automaton.add_word(key, (key, _Spelling(entry, variant)))
                 compact = _compact(key)
                 self._joined.setdefault(compact, key)
-                # Each word of a phrase is decoded on its own ("nip n0ps" -> "nip nops").
-                for spelling in {compact, *key.split()}:
-                    if spelling.isalpha():
-                        self._squeezed.setdefault(_REPEATS.sub(r"\1", spelling), spelling)
+                self._max_group = max(self._max_group, len(compact))
+                # Each word of a phrase is decoded on its own ("nip n0ps" -> "nip nops"), and
+                # so are the letters among symbols ("(((7h3m)))" -> "(((them)))").
+                for spelling in sorted({compact, *key.split(), *_ALNUM.findall(key)}):
+                    readings = self._squeezed.setdefault(_REPEATS.sub(r"\1", spelling), [])
+                    if spelling not in readings:
+                        readings.append(spelling)
+                    if spelling.isalnum():
                         self._insert(spelling, key if spelling == compact else spelling)
         if len(self._automaton):
             self._automaton.make_automaton()
@@ -116,7 +132,7 @@ class Matcher:
         """
         protected = [m.span() for m in _PROTECTED.finditer(text)] if _MAY_PROTECT(text) else []
         tokens = [
-            m.span() for m in _TOKEN.finditer(text) if not _inside(m.start(), m.end(), protected)
+            m.span() for m in TOKEN.finditer(text) if not _inside(m.start(), m.end(), protected)
         ]
         decodings = leftmost_longest(
             [d for d in self._decodings(text, tokens) if text[d.start : d.end] != d.key]
@@ -124,6 +140,8 @@ class Matcher:
         decoded = _Decoded.of(text, [(d.start, d.end, d.key) for d in decodings])
         matches: list[Match] = []
         for start, end, spelling in self._exact(decoded.text):
+            if decoded.splits_a_word(start, end):
+                continue
             start, end = decoded.origin(start, end)
             # Part of a hyphenated compound ("unalive-ing") is not a word of its own: replacing
             # it would make a new compound ("kill-ing") that reads as another word next time.
@@ -170,8 +188,8 @@ class Matcher:
     ) -> list[_Decoding]:
         """Runs of tokens that read as one word; longest runs first."""
         found: list[_Decoding] = []
-        shortest = 3 if rule == "spacing" else 2
-        for size in range(min(len(group), _MAX_GROUP), shortest - 1, -1):
+        shortest = MIN_SPACED if rule == "spacing" else 2
+        for size in range(min(len(group), self._max_group), shortest - 1, -1):
             for first in range(len(group) - size + 1):
                 run = group[first : first + size]
                 letters = "".join(text[s:e] for s, e in run)
@@ -204,7 +222,7 @@ class Matcher:
         if key is not None:
             return key, frozenset({"joined"}) if key != letters else frozenset()
         alphabetic = sum(c.isalpha() for c in letters)
-        if alphabetic < 2:
+        if alphabetic < MIN_LETTERS:
             return None
         if alphabetic < len(letters) and (key := self._walk(letters)) is not None:
             rules = set()
@@ -214,21 +232,40 @@ class Matcher:
                 rules.add("leetspeak")
             return key, frozenset(rules)
         if _ELONGATED.search(letters):
-            word = self._squeezed.get(_REPEATS.sub(r"\1", letters))
-            if word is not None:
-                return self._walk(word) or word, frozenset({"elongation"})
+            readings = self._squeezed.get(_REPEATS.sub(r"\1", letters), ())
+            fits = [word for word in readings if _stretches(letters, word)]
+            if fits:
+                # The reading that keeps most of what was written: "speeeed" is speed, not sped.
+                word = max(fits, key=len)
+                return self._walk(word) or self._joined.get(word, word), frozenset({"elongation"})
         return None
 
+    def readings(self, word: str) -> list[str]:
+        """Every spelling a disguised ``word`` may stand for, as the matcher reads it: each
+        reading of its leet and mask symbols, and each spelling its stretched letters may
+        squeeze to. A word with more than one reading is ambiguous ("r*pe": rape or rope)."""
+        letters = fold(word).text
+        found = set(self._walks(letters))
+        if _ELONGATED.search(letters):
+            for spelling in self._squeezed.get(_REPEATS.sub(r"\1", letters), ()):
+                if _stretches(letters, spelling):
+                    found.add(self._walk(spelling) or self._joined.get(spelling, spelling))
+        return sorted(found)
+
     def _walk(self, letters: str) -> str | None:
+        """The first complete spelling of ``_walks``, if any."""
+        return next(self._walks(letters), None)
+
+    def _walks(self, letters: str) -> Iterator[str]:
         """Depth-first walk of the spelling trie, trying each reading of leet symbols and
-        letting ``*`` stand for any one letter; the first complete spelling wins."""
+        letting ``*`` stand for any one letter: every complete spelling, first found first."""
         stack: list[tuple[int, dict]] = [(0, self._trie)]
         while stack:
             position, node = stack.pop()
             if position == len(letters):
                 key = node.get(_END)
                 if key is not None:
-                    return key  # type: ignore[return-value]
+                    yield key  # type: ignore[misc]
                 continue
             char = letters[position]
             if char == MASK:
@@ -239,7 +276,6 @@ class Matcher:
                 child = node.get(option)
                 if isinstance(child, dict):
                     stack.append((position + 1, child))
-        return None
 
 
 _Located = TypeVar("_Located", Match, _Decoding)
@@ -252,6 +288,7 @@ class _Decoded:
     text: str
     starts: tuple[int, ...] | None  # folded start of each decoded char; None: identity
     ends: tuple[int, ...] | None
+    words: tuple[tuple[int, int], ...] = ()  # where each decoded word lies in ``text``
 
     @classmethod
     def of(cls, text: str, substitutions: list[tuple[int, int, str]]) -> _Decoded:
@@ -260,13 +297,20 @@ class _Decoded:
         parts: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
+        words: list[tuple[int, int]] = []
         position = 0
         for start, end, key in [*substitutions, (len(text), len(text), "")]:
             parts += [text[position:start], key]
             starts += [*range(position, start), *[start] * len(key)]
             ends += [*range(position + 1, start + 1), *[end] * len(key)]
+            words.append((len(starts) - len(key), len(starts)))
             position = end
-        return cls("".join(parts), tuple(starts), tuple(ends))
+        return cls("".join(parts), tuple(starts), tuple(ends), tuple(words[:-1]))
+
+    def splits_a_word(self, start: int, end: int) -> bool:
+        """Whether the decoded slice [start, end) holds part of a decoded word but not all of
+        it: "ana" in "a n a c o a c h" read as "ana coach" is not a word of the text."""
+        return any(s < end and start < e and not (start <= s and e <= end) for s, e in self.words)
 
     def origin(self, start: int, end: int) -> tuple[int, int]:
         """Folded offsets of the decoded slice [start, end)."""
@@ -285,6 +329,19 @@ def leftmost_longest(matches: list[_Located]) -> list[_Located]:
         if not chosen or match.start >= chosen[-1].end:
             chosen.append(match)
     return chosen
+
+
+def _stretches(letters: str, word: str) -> bool:
+    """Whether ``letters`` is ``word`` with some letters repeated three times or more: a
+    shorter run is written as meant ("oooooff" stretches "off", not "of")."""
+    written = [m.group() for m in _RUN.finditer(letters)]
+    meant = [m.group() for m in _RUN.finditer(word)]
+    if len(written) != len(meant):
+        return False
+    return all(
+        a[0] == b[0] and (len(a) == len(b) or (len(a) >= 3 and len(b) <= len(a)))
+        for a, b in zip(written, meant, strict=True)
+    )
 
 
 def _compact(key: str) -> str:

@@ -240,7 +240,7 @@ def test_obfuscations(name: str, code: str, expected: str) -> None:
 
 def test_obfuscate_skips_emoji_and_cycles() -> None:
     assert dataset.obfuscate("🌽", 3) == ("🌽", "none")
-    assert dataset.obfuscate("kms", 4)[1] != "homoglyph"  # no Cyrillic look-alike for k, m, s
+    assert dataset.obfuscate("kms", 4)[1] != "homoglyph"  # it swaps none of k, m, s
     assert dataset.obfuscate("seggs", 1) == ("$3gg$", "leetspeak")
 
 
@@ -405,7 +405,7 @@ def test_with_reasons_the_answer_ends_with_its_reason_line(small: tuple[Splits, 
 def test_reasons_draw_no_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
     # Reasons were added after datasets had been built: the same seed must give the same posts.
     with_reasons = build(seed=13, size=300)
-    monkeypatch.setattr(dataset, "_reason", lambda template, values: "")
+    monkeypatch.setattr(dataset.templates, "_reason", lambda template, values: "")
     without = build(seed=13, size=300)
     for (name, part), (_, other) in zip(with_reasons.items(), without.items(), strict=True):
         assert [e.provenance | {"text": e.text, "answer": e.answer} for e in part] == [

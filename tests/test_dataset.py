@@ -135,7 +135,7 @@ def test_held_out_entries_are_about_a_tenth_and_depend_on_the_seed() -> None:
     first, other = build(seed=13, size=300), build(seed=99, size=300)
     used = {
         c.entry.id
-        for f in dataset._load_templates(dataset.TEMPLATES)[1]  # the entries the templates use
+        for f in dataset.load_templates(dataset.TEMPLATES)[1]  # the entries the templates use
         for c in f.choices
     }
     assert 0.07 <= len(first.held_out_entries) / len(used) <= 0.13

@@ -40,7 +40,7 @@ from training.dataset.obfuscation import (
     obfuscate,
     spacing,
 )
-from training.dataset.templates import TEMPLATES, _load_templates
+from training.dataset.templates import TEMPLATES, load_templates
 from training.dataset.user_data import load_extra
 from training.dataset.writing import card_text, record, write
 
@@ -58,7 +58,6 @@ __all__ = [
     "DatasetError",
     "Example",
     "Splits",
-    "_load_templates",
     "alternating_case",
     "build",
     "card_text",
@@ -68,6 +67,7 @@ __all__ = [
     "invisible",
     "leetspeak",
     "load_extra",
+    "load_templates",
     "main",
     "masking",
     "obfuscate",

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from training.dataset.examples import SPLITS, DatasetError, Example, Splits, dedup_key
-from training.dataset.templates import TEMPLATES, _Family, _generate, _load_templates
+from training.dataset.templates import TEMPLATES, Family, generate, load_templates
 from training.dataset.user_data import load_extra
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def build(seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, extra: Iterable[Pa
     """
     if size < 1:
         raise DatasetError(f"size must be positive, got {size}")
-    slots, families = _load_templates(TEMPLATES)
+    slots, families = load_templates(TEMPLATES)
     extras = [example for path in extra for example in load_extra(Path(path))]
     held_families = _held_out_families(families, random.Random(f"{seed}:families"))
     held_entries = _held_out_entries(families, random.Random(f"{seed}:entries"))
@@ -78,7 +78,7 @@ def build(seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, extra: Iterable[Pa
     return splits
 
 
-def _held_out_families(families: Sequence[_Family], rng: random.Random) -> set[str]:
+def _held_out_families(families: Sequence[Family], rng: random.Random) -> set[str]:
     """One family of each group of three or more alternatives (two of eight or more),
     never the last train family with its (label, severity)."""
     groups: dict[tuple[str, str, str], list[str]] = {}
@@ -107,7 +107,7 @@ def _held_out_families(families: Sequence[_Family], rng: random.Random) -> set[s
     return held
 
 
-def _held_out_entries(families: Sequence[_Family], rng: random.Random) -> set[str]:
+def _held_out_entries(families: Sequence[Family], rng: random.Random) -> set[str]:
     """About HELD_OUT_ENTRY_SHARE of the code entries that the templates use, plus one entry
     of each prompt-injection family if chance picked none, so test measures injections too."""
     used = sorted({c.entry.id for f in families for c in f.choices})
@@ -121,7 +121,7 @@ def _held_out_entries(families: Sequence[_Family], rng: random.Random) -> set[st
 
 
 def _sample(
-    families: Sequence[_Family], slots: dict[str, list[str]], seed: int, size: int
+    families: Sequence[Family], slots: dict[str, list[str]], seed: int, size: int
 ) -> list[Example]:
     """``size`` distinct examples (fewer only if the templates run out), shared among the
     families by weight; a family that runs out of distinct posts leaves its share to others."""
@@ -131,9 +131,9 @@ def _sample(
     seen: set[tuple[str, str]] = set()
     out: list[Example] = []
 
-    def draw(family: _Family, attempts: int) -> bool:
+    def draw(family: Family, attempts: int) -> bool:
         for _ in range(attempts):
-            example = _generate(family, slots, rngs[family.id], turns[family.id])
+            example = generate(family, slots, rngs[family.id], turns[family.id])
             key = dedup_key(example)
             if key in seen:
                 continue

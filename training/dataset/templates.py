@@ -35,7 +35,7 @@ class _Choice:
 
 
 @dataclass(frozen=True, slots=True)
-class _Family:
+class Family:
     id: str
     label: str
     category: str  # a category, or "from_entry"
@@ -55,7 +55,7 @@ class _Family:
         return (language, self.label, self.category)
 
 
-def _load_templates(path: Path) -> tuple[dict[str, list[str]], list[_Family]]:
+def load_templates(path: Path) -> tuple[dict[str, list[str]], list[Family]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -70,7 +70,7 @@ def _load_templates(path: Path) -> tuple[dict[str, list[str]], list[_Family]]:
     return slots, families
 
 
-def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> _Family:
+def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> Family:
     where = f"{path}: family {raw.get('id')!r}"
     slot = raw.get("slot", "none")
     choices: list[_Choice] = []
@@ -98,7 +98,7 @@ def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> _Family
     category = raw.get("category")
     reason = str(raw.get("reason") or "").strip()
     _check_reason(reason, slot, (*templates, *(t for ts in by_entry.values() for t in ts)), where)
-    family = _Family(
+    family = Family(
         id=str(raw["id"]),
         label=str(raw.get("label")),
         category=str(category),
@@ -148,9 +148,7 @@ def _fill(
     return _SLOT.sub(one, template)
 
 
-def _generate(
-    family: _Family, slots: dict[str, list[str]], rng: random.Random, turn: int
-) -> Example:
+def generate(family: Family, slots: dict[str, list[str]], rng: random.Random, turn: int) -> Example:
     """One post of ``family``; ``turn`` cycles the obfuscations so each gets its share."""
     if family.slot == "none":
         text = _fill(rng.choice(family.templates), slots, {}, rng)

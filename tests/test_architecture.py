@@ -83,6 +83,18 @@ def test_nothing_outside_the_service_imports_the_web_layer() -> None:
         assert not web, f"{package} imports {web}"
 
 
+def test_the_scoring_algorithm_and_its_backends_load_neither_runtime_on_import() -> None:
+    """llama_cpp and torch load only when a backend loads a model."""
+    code = (
+        "import sys, service.scoring, service.llama_backend, service.engine, training.hf_scorer;"
+        "print(sorted({'torch', 'transformers', 'llama_cpp'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
 def test_importing_the_core_loads_no_heavy_module() -> None:
     code = (
         "import sys, algospeak, artifacts.bases, artifacts.manifest; algospeak.normalize('k!ll');"

@@ -7,6 +7,7 @@ import pytest
 
 from algospeak import normalize
 from service.engine import Engine, ModelError
+from service.llama_backend import UnsupportedVersionError, check_version
 from service.scoring import InputTooLongError
 
 TEXTS = [
@@ -74,6 +75,15 @@ def test_user_text_cannot_inject_control_tokens(engine) -> None:
     assert controls(engine.request_tokens(text, normalize(text))) == controls(
         engine.request_tokens(plain, normalize(plain))
     )
+
+
+def test_only_the_llama_cpp_releases_the_backend_was_written_for_are_accepted() -> None:
+    import llama_cpp
+
+    check_version(llama_cpp.__version__)  # the installed one, which pyproject.toml pins
+    for version in ("0.3.15", "0.4.0", "1.0.0", "not a version"):
+        with pytest.raises(UnsupportedVersionError, match=r"llama-cpp-python>=0\.3\.16,<0\.4\.0"):
+            check_version(version)
 
 
 def test_a_text_over_the_context_is_refused(smollm2_gguf: Path) -> None:

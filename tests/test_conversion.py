@@ -26,7 +26,8 @@ from algospeak import normalize
 from algospeak.prompt import SYSTEM, user_content
 from algospeak.taxonomy import LABELS
 from artifacts.hashing import sha256_of
-from conversion import llamacpp, manifest
+from artifacts import manifest
+from conversion import llamacpp
 from conversion.errors import ConversionError, disk_space
 from service.engine import Engine
 from service.scoring import split_template

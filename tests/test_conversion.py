@@ -25,8 +25,8 @@ import pytest
 from algospeak import normalize
 from algospeak.prompt import SYSTEM, user_content
 from algospeak.taxonomy import LABELS
-from artifacts.hashing import sha256_of
 from artifacts import manifest
+from artifacts.hashing import sha256_of
 from conversion import llamacpp
 from conversion.errors import ConversionError, disk_space
 from service.engine import Engine

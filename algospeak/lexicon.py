@@ -4,7 +4,9 @@ Two kinds of entries:
 
 - *codes* stand for something else ("unalive" means "kill"); each variant has a plain
   replacement. Ambiguous codes are ordinary words too ("corn") and carry context cues that
-  license the coded reading, and optionally ``against`` cues that veto it.
+  license the coded reading, and optionally ``against`` cues that veto it. Cue lists shared by
+  many entries (a threat, a weather or gaming context) are named once under ``contexts`` and
+  referred to as ``"@name"`` inside ``cues`` and ``against``.
 - *terms* are plain sensitive words ("kill", "sex") that people disguise with leetspeak,
   masking or spacing; the normalizer spells them out again.
 """
@@ -29,7 +31,7 @@ from algospeak.taxonomy import HARM_CATEGORIES
 _ID = re.compile(r"^[a-z0-9_]+$")
 _PLAIN = re.compile(r"^[a-z0-9][a-z0-9' -]*$")
 _TERM_KEYS = {"id", "category", "variants", "note"}
-_CODE_KEYS = _TERM_KEYS | {"meaning", "inflections", "ambiguous", "cues", "against"}
+_CODE_KEYS = _TERM_KEYS | {"meaning", "verb", "inflections", "ambiguous", "cues", "against"}
 _VARIATION_SELECTORS = ("\ufe0e", "\ufe0f")
 
 
@@ -49,6 +51,9 @@ class Entry:
     cues: tuple[str, ...] = ()
     against: tuple[str, ...] = ()
     note: str = ""
+    # The replacement when the code is used as a verb, where it differs from the meaning:
+    # "pew pew the whole school" is "shoot the whole school", not "gun the whole school".
+    verb: str | None = None
 
     @property
     def meaning(self) -> str:
@@ -139,22 +144,43 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
 def _build(data: Any, *, source: str, sha256: str) -> Lexicon:
     if not isinstance(data, dict):
         raise LexiconError(f"{source}: top level must be a mapping with version, codes, terms")
-    unknown = set(data) - {"version", "codes", "terms"}
+    unknown = set(data) - {"version", "contexts", "codes", "terms"}
     if unknown:
         raise LexiconError(f"{source}: unknown top-level keys {sorted(unknown)}")
     version = data.get("version")
     if not isinstance(version, str) or not version:
         raise LexiconError(f"{source}: 'version' must be a non-empty string")
-    entries = parse_entries(data.get("codes"), "code", source)
-    entries += parse_entries(data.get("terms"), "term", source)
+    contexts = _contexts(data.get("contexts"), source)
+    entries = parse_entries(data.get("codes"), "code", source, contexts)
+    entries += parse_entries(data.get("terms"), "term", source, contexts)
     _check_whole(entries, source)
     return Lexicon(version=version, entries=tuple(entries), sha256=sha256, source=source)
 
 
-def parse_entries(items: Any, kind: Literal["code", "term"], source: str) -> list[Entry]:
+def _contexts(value: Any, source: str) -> dict[str, tuple[str, ...]]:
+    """The named cue lists of a lexicon file (``contexts: {name: [cue, ...]}``), validated."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LexiconError(f"{source}: 'contexts' must map a name to a list of cues")
+    contexts = {}
+    for name, cues in value.items():
+        if not isinstance(name, str) or not _ID.match(name):
+            raise LexiconError(f"{source}: context name {name!r} must match [a-z0-9_]+")
+        contexts[name] = _strings(cues, "cues", f"{source}: contexts.{name}", required=True)
+    return contexts
+
+
+def parse_entries(
+    items: Any,
+    kind: Literal["code", "term"],
+    source: str,
+    contexts: Mapping[str, tuple[str, ...]] | None = None,
+) -> list[Entry]:
     """The entries of one section (``codes`` or ``terms``, after ``kind``) of a lexicon-shaped
-    file, each validated on its own (``Lexicon.with_changes`` checks them together); raises
-    LexiconError naming the file, the section, the index and the entry's id."""
+    file, each validated on its own (``Lexicon.with_changes`` checks them together), with
+    ``"@name"`` cues expanded from ``contexts``; raises LexiconError naming the file, the
+    section, the index and the entry's id."""
     section = f"{kind}s"
     items = items or []
     if not isinstance(items, list):
@@ -164,11 +190,16 @@ def parse_entries(items: Any, kind: Literal["code", "term"], source: str) -> lis
         where = f"{source}: {section}[{index}]"
         if isinstance(item, dict) and isinstance(item.get("id"), str):
             where += f" ({item['id']!r})"
-        entries.append(_entry(item, kind, where))
+        entries.append(_entry(item, kind, where, contexts or {}))
     return entries
 
 
-def _entry(item: Any, kind: Literal["code", "term"], where: str) -> Entry:
+def _entry(
+    item: Any,
+    kind: Literal["code", "term"],
+    where: str,
+    contexts: Mapping[str, tuple[str, ...]],
+) -> Entry:
     if not isinstance(item, dict):
         raise LexiconError(f"{where}: must be a mapping")
     allowed = _CODE_KEYS if kind == "code" else _TERM_KEYS
@@ -189,6 +220,9 @@ def _entry(item: Any, kind: Literal["code", "term"], where: str) -> Entry:
 
     meaning = item.get("meaning")
     _check_plain(meaning, "meaning", where)
+    verb = item.get("verb")
+    if verb is not None:
+        _check_plain(verb, "verb", where)
     variants = dict.fromkeys(spellings, meaning)
     inflections = item.get("inflections") or {}
     if not isinstance(inflections, dict):
@@ -202,8 +236,8 @@ def _entry(item: Any, kind: Literal["code", "term"], where: str) -> Entry:
     ambiguous = item.get("ambiguous", False)
     if not isinstance(ambiguous, bool):
         raise LexiconError(f"{where}: 'ambiguous' must be true or false")
-    cues = _strings(item.get("cues"), "cues", where)
-    against = _strings(item.get("against"), "against", where)
+    cues = _expand(_strings(item.get("cues"), "cues", where), contexts, where)
+    against = _expand(_strings(item.get("against"), "against", where), contexts, where)
     if ambiguous and not cues:
         raise LexiconError(
             f"{where}: an ambiguous code needs 'cues' that license its coded reading"
@@ -211,8 +245,32 @@ def _entry(item: Any, kind: Literal["code", "term"], where: str) -> Entry:
     if not ambiguous and (cues or against):
         raise LexiconError(f"{where}: 'cues'/'against' only apply to ambiguous codes")
     return Entry(
-        entry_id, kind, category, variants, ambiguous, cues, against, note=_note(item, where)
+        entry_id,
+        kind,
+        category,
+        variants,
+        ambiguous,
+        cues,
+        against,
+        note=_note(item, where),
+        verb=verb,
     )
+
+
+def _expand(
+    cues: tuple[str, ...], contexts: Mapping[str, tuple[str, ...]], where: str
+) -> tuple[str, ...]:
+    """``cues`` with each ``"@name"`` replaced by that context's cues, duplicates dropped."""
+    expanded: list[str] = []
+    for cue in cues:
+        if cue.startswith("@"):
+            if cue[1:] not in contexts:
+                known = ", ".join(sorted(contexts)) or "none"
+                raise LexiconError(f"{where}: unknown context {cue!r} (known: {known})")
+            expanded += contexts[cue[1:]]
+        else:
+            expanded.append(cue)
+    return tuple(dict.fromkeys(expanded))
 
 
 def _strings(value: Any, field: str, where: str, *, required: bool = False) -> tuple[str, ...]:
@@ -272,7 +330,7 @@ def _check_whole(entries: list[Entry], source: str) -> None:
     for entry in entries:
         if entry.kind != "code":
             continue
-        for replacement in sorted(set(entry.variants.values())):
+        for replacement in sorted({*entry.variants.values(), *filter(None, [entry.verb])}):
             clash = codes.inside(replacement)
             if clash:
                 raise LexiconError(

@@ -134,7 +134,12 @@ class Normalizer:
         rules = match.rules | rules_of(original)
         if match.entry.kind == "code":
             rules |= {"lexicon"}
-        replacement = _match_case(match.entry.variants[match.variant], original)
+        entry = match.entry
+        replacement = entry.variants[match.variant]
+        # An inflected variant already says which part of speech it is ("pew pewed": shot).
+        if entry.verb and replacement == entry.meaning and _takes_object(text, end):
+            replacement = entry.verb
+        replacement = _match_case(replacement, original)
         sentence = context.sentence_of(match.start)
         return _Found(match, start, end, original, replacement, rules, sentence)
 
@@ -209,6 +214,50 @@ def _in_emoji_sequence(text: str, f: _Found) -> bool:
 def _changes(f: _Found) -> bool:
     """A code always changes the text; a plain term only when it was disguised."""
     return f.match.entry.kind == "code" or bool(f.rules)
+
+
+# Words that start a verb's object: after one of them, a code with a verb reading is a verb
+# ("pew pew the whole school", "pew pew them").
+_OBJECT_STARTS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "my",
+        "your",
+        "ur",
+        "his",
+        "her",
+        "their",
+        "our",
+        "this",
+        "that",
+        "these",
+        "those",
+        "every",
+        "each",
+        "all",
+        "him",
+        "them",
+        "you",
+        "u",
+        "me",
+        "us",
+        "everyone",
+        "everybody",
+        "somebody",
+        "someone",
+        "people",
+        "up",
+    ]
+)
+_NEXT_WORD = re.compile(r"\s+([^\W\d_]+)")
+
+
+def _takes_object(text: str, end: int) -> bool:
+    """Whether the word after ``end`` in ``text`` starts an object (see ``_OBJECT_STARTS``)."""
+    following = _NEXT_WORD.match(text, end)
+    return following is not None and following.group(1).lower() in _OBJECT_STARTS
 
 
 def _match_case(replacement: str, original: str) -> str:

@@ -128,6 +128,20 @@ GOOD_CODE = """
             "version: '1'\nterms:\n  - id: kill\n    category: violence\n    variants: [k]\n",
             "too short",
         ),
+        (
+            "version: '1'\ncodes:\n  - id: x\n    category: sexual\n    meaning: porn\n"
+            "    variants: [corn]\n    ambiguous: true\n    cues: ['@nowhere']\n",
+            "codes[0] ('x'): unknown context '@nowhere' (known: none)",
+        ),
+        (
+            "version: '1'\ncontexts:\n  weather: []\ncodes:" + GOOD_CODE,
+            "contexts.weather: 'cues' must be a non-empty list",
+        ),
+        (
+            "version: '1'\ncodes:\n  - id: x\n    category: sexual\n    meaning: porn\n"
+            "    verb: Unalive!\n    variants: [corn]\n",
+            "codes[0] ('x'): 'verb' must be plain lowercase words",
+        ),
     ],
 )
 def test_bad_lexicons_name_the_problem(tmp_path: Path, body: str, message: str) -> None:
@@ -139,6 +153,17 @@ def test_bad_lexicons_name_the_problem(tmp_path: Path, body: str, message: str) 
 def test_missing_lexicon_file_says_which(tmp_path: Path) -> None:
     with pytest.raises(LexiconError, match="cannot read lexicon"):
         Lexicon.from_file(tmp_path / "absent.yaml")
+
+
+def test_named_contexts_expand_where_entries_refer_to_them(tmp_path: Path) -> None:
+    body = (
+        "version: '1'\ncontexts:\n  weather: [forecast, 'storm*']\n  threat: [watch your back]\n"
+        "codes:\n  - id: snow\n    category: drugs\n    meaning: cocaine\n    variants: [snow]\n"
+        "    ambiguous: true\n    cues: [bump, '@threat']\n    against: ['@weather', forecast]\n"
+    )
+    (entry,) = Lexicon.from_file(write(tmp_path, body)).codes
+    assert entry.cues == ("bump", "watch your back")
+    assert entry.against == ("forecast", "storm*")  # duplicates dropped, order kept
 
 
 def test_a_valid_custom_lexicon_loads(tmp_path: Path) -> None:

@@ -171,9 +171,10 @@ class Matcher:
             matches.append(Match(start, end, spelling.entry, spelling.variant, rules))
         return matches
 
-    def word_readings(self, text: str) -> list[WordReading]:
+    def word_readings(self, text: str, taken: list[tuple[int, int]]) -> list[WordReading]:
         """Tokens of folded ``text`` that read as exactly one common English word once their
-        leet and mask symbols are read as letters, and that no lexicon spelling fits.
+        leet and mask symbols are read as letters, that no lexicon spelling fits and that
+        overlap none of the ``taken`` stretches (the matches).
 
         Shorthand is not decoded: a digit counts as a letter only between two letters, so
         "gr8", "m8", "b4", "4ever", "5am", "ps5" and "covid19" stay as written, and "l8r"
@@ -189,6 +190,8 @@ class Matcher:
             start, end = _strip_punctuation(text, *token.span())
             letters = text[start:end]
             if not _may_be_disguised_word(letters) or _inside(start, end, protected):
+                continue
+            if _inside(start, end, taken):
                 continue
             if not (_free_side(text, start - 1, -1) and _free_side(text, end, 1)):
                 continue

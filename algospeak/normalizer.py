@@ -103,12 +103,12 @@ class Normalizer:
 
     def normalize(self, text: str) -> Normalization:
         folded = fold(text)
-        readings = self._matcher.word_readings(folded.text)
+        matches = leftmost_longest(self._matcher.find(folded.text))
+        # Ordinary words in disguise matter only around a match: as its cues, or next to a code.
+        taken = [(m.start, m.end) for m in matches]
+        readings = self._matcher.word_readings(folded.text, taken) if matches else []
         context = Context(folded.text, [(r.start, r.word) for r in readings])
-        placed = (
-            self._place(text, folded, context, match)
-            for match in leftmost_longest(self._matcher.find(folded.text))
-        )
+        placed = (self._place(text, folded, context, match) for match in matches)
         found = [f for f in placed if not _in_emoji_sequence(text, f)]
         self._decide(found, context)
         spans = [self._span(f) for f in found if f.confirmed and _changes(f)]
@@ -221,10 +221,9 @@ def _word_spans(
     coded = {f.sentence for f in found if f.confirmed and _evasive(f)}
     if not coded:
         return []
-    taken = [(f.match.start, f.match.end) for f in found]
     spans: list[Span] = []
     for r in readings:
-        if context.sentence_of(r.start) not in coded or _overlaps(r.start, r.end, taken):
+        if context.sentence_of(r.start) not in coded:
             continue
         start, end = folded.start(r.start), folded.end(r.end)
         original = text[start:end]
@@ -239,10 +238,6 @@ def _word_spans(
 def _evasive(f: _Found) -> bool:
     """Whether a match is a code, or a term written in disguise."""
     return f.match.entry.kind == "code" or bool(f.rules)
-
-
-def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
-    return any(s < end and start < e for s, e in spans)
 
 
 def _camel_case(original: str) -> bool:

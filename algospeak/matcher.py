@@ -187,6 +187,8 @@ class Matcher:
         protected = [m.span() for m in _PROTECTED.finditer(text)] if _MAY_PROTECT(text) else []
         found: list[WordReading] = []
         for token in TOKEN.finditer(text):
+            if token.group().isalpha() or token.group().isdigit():
+                continue  # most tokens: a plain word or a number
             start, end = _strip_punctuation(text, *token.span())
             letters = text[start:end]
             if not _may_be_disguised_word(letters) or _inside(start, end, protected):

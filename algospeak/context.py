@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterable
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s)|\n")
 _WORD = re.compile(r"[^\W_]+")
@@ -18,12 +19,19 @@ _WORDLIKE_CUE = re.compile(r"[^\W_]+(?: [^\W_]+)*\*?")
 class Context:
     """Sentences of a folded text, searchable for cues."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, readings: Iterable[tuple[int, str]] = ()) -> None:
+        """Sentences of folded ``text``; ``readings`` are words written in disguise, each at
+        its folded offset ("st*pid" read as "stupid"), which count as cues like plain ones."""
         self._ends = [m.end() for m in _SENTENCE_END.finditer(text)]
         starts = [0, *self._ends]
         ends = [*self._ends, len(text)]
         self._raw = [text[s:e] for s, e in zip(starts, ends, strict=True)]
-        self._words = [" " + " ".join(_WORD.findall(raw)) + " " for raw in self._raw]
+        words = [_WORD.findall(raw) for raw in self._raw]
+        # A disguised word is a cue whether or not it is decoded: the next normalization sees
+        # it spelled out, and must decide every ambiguous code the same way (idempotence).
+        for position, word in readings:
+            words[self.sentence_of(position)].append(word)
+        self._words = [" " + " ".join(w) + " " for w in words]
 
     def sentence_of(self, position: int) -> int:
         """Index of the sentence holding folded offset ``position``."""

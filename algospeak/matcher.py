@@ -10,15 +10,22 @@ features take the slow path, so ordinary text costs one automaton pass and a tok
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import product
+from string import ascii_lowercase
 from typing import TypeVar
 
 import ahocorasick
 
 from algospeak.folding import fold
 from algospeak.lexicon import Entry, Lexicon
+
+logger = logging.getLogger(__name__)
 
 # Symbols read as letters; a digit or symbol may stand for more than one letter.
 LEET: dict[str, str] = {
@@ -62,6 +69,17 @@ _ELONGATED = re.compile(r"([^\W\d_])\1\1")
 _REPEATS = re.compile(r"(.)\1+")
 _RUN = re.compile(r"(.)\1*")
 _ALNUM = re.compile(r"[^\W_]+")
+# Ordinary words in disguise ("mys3lf", "st*pid") are read against this many of the most
+# frequent English words (wordfreq). 50k keeps "noob" and "tranny" and still loads in a
+# few tens of milliseconds; a longer list adds rare words that make more tokens ambiguous.
+COMMON_WORDS_TOP_N = 50_000
+# Each mask may be any of 26 letters: more than two masks is too many readings to be one word.
+_MAX_MASKS = 2
+_LEET_OR_MASK = re.compile(f"[{re.escape(''.join(LEET) + MASK)}]").search
+# What may touch a disguised ordinary word: space, the text's edges, sentence punctuation and
+# quotes. Anything else ("#", "_", "/", "=", "(", "-", "@", ":") marks a hashtag, code, a path,
+# a compound or a time, which are left as they are.
+_WORD_NEIGHBOURS = frozenset(" \t\n,;!?\"'“”‘’*¡…—")
 _END = ""  # trie key of a complete spelling
 _MIN_JOINED = 4  # shorter joined forms ("sh" from "s/h") need visible joiners to count
 # A run of spaced letters or joined tokens is tried as one word up to the longest spelling.
@@ -152,6 +170,45 @@ class Matcher:
             )
             matches.append(Match(start, end, spelling.entry, spelling.variant, rules))
         return matches
+
+    def word_readings(self, text: str, taken: list[tuple[int, int]]) -> list[WordReading]:
+        """Tokens of folded ``text`` that read as exactly one common English word once their
+        leet and mask symbols are read as letters, that no lexicon spelling fits and that
+        overlap none of the ``taken`` stretches (the matches).
+
+        Shorthand is not decoded: a digit counts as a letter only between two letters, so
+        "gr8", "m8", "b4", "4ever", "5am", "ps5" and "covid19" stay as written, and "l8r"
+        (8 reads as b: "lbr") is no word. Numbers, prices, times, model numbers, handles,
+        URLs, hashtags and code are left alone through the same rules: too few letters, a
+        digit at the edge, or a neighbour that is not space or sentence punctuation.
+        """
+        if not _LEET_OR_MASK(text):
+            return []  # the common case: nothing that could be a disguise
+        protected = [m.span() for m in _PROTECTED.finditer(text)] if _MAY_PROTECT(text) else []
+        found: list[WordReading] = []
+        for token in TOKEN.finditer(text):
+            if token.group().isalpha() or token.group().isdigit():
+                continue  # most tokens: a plain word or a number
+            start, end = _strip_punctuation(text, *token.span())
+            letters = text[start:end]
+            if not _may_be_disguised_word(letters) or _inside(start, end, protected):
+                continue
+            if _inside(start, end, taken):
+                continue
+            if not (_free_side(text, start - 1, -1) and _free_side(text, end, 1)):
+                continue
+            words = _common_readings(letters)
+            if len(words) != 1:
+                continue  # no common word, or ambiguous ("s**t": shit, shot, slot...)
+            word = words[0]
+            # A token some lexicon spelling fits is the lexicon's to decode, or to leave.
+            if any(key != word for key in self._walks(letters)):
+                continue
+            rules = {"masking"} if MASK in letters else set()
+            if any(c != MASK and not c.isalpha() for c in letters):
+                rules.add("leetspeak")
+            found.append(WordReading(start, end, word, frozenset(rules)))
+        return found
 
     def _insert(self, letters: str, key: str) -> None:
         node = self._trie
@@ -278,6 +335,16 @@ class Matcher:
                     stack.append((position + 1, child))
 
 
+@dataclass(frozen=True, slots=True)
+class WordReading:
+    """An ordinary word written in disguise ("mys3lf" -> "myself"), in folded offsets."""
+
+    start: int
+    end: int
+    word: str
+    rules: frozenset[str]
+
+
 _Located = TypeVar("_Located", Match, _Decoding)
 
 
@@ -329,6 +396,73 @@ def leftmost_longest(matches: list[_Located]) -> list[_Located]:
         if not chosen or match.start >= chosen[-1].end:
             chosen.append(match)
     return chosen
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """The most frequent English words (``COMMON_WORDS_TOP_N`` of them, from wordfreq's
+    maintained lists), alphabetic ASCII only, at least ``MIN_LETTERS`` long. Built once."""
+    started = time.perf_counter()
+    # Imported here, not at the top: wordfreq and what it pulls in (regex, msgpack) take about
+    # 0.15 s to load, and only a text with a disguised ordinary word ever needs them.
+    from wordfreq import top_n_list
+
+    words = frozenset(
+        w
+        for w in top_n_list("en", COMMON_WORDS_TOP_N)
+        if w.isascii() and w.isalpha() and len(w) >= MIN_LETTERS
+    )
+    logger.debug("loaded %d common words in %.3f s", len(words), time.perf_counter() - started)
+    return words
+
+
+def _may_be_disguised_word(letters: str) -> bool:
+    """Whether a token may be an ordinary word in disguise: enough letters, only letters and
+    leet or mask symbols, few masks, and a symbol other than a digit or a digit between
+    letters (a digit at the edge is a number or a model name: "ps5", "5am", "4ever")."""
+    if sum(c.isalpha() for c in letters) < MIN_LETTERS or letters.count(MASK) > _MAX_MASKS:
+        return False
+    disguised = False
+    for index, char in enumerate(letters):
+        if char.isalpha():
+            continue
+        if char != MASK and char not in LEET:
+            return False  # "b2b", "h264": a digit that spells no letter
+        inner = _has_letter(letters, (0, index)) and _has_letter(letters, (index + 1, len(letters)))
+        disguised = disguised or not char.isdigit() or inner
+    return disguised
+
+
+def _common_readings(letters: str) -> list[str]:
+    """Every common word ``letters`` reads as, each leet symbol taken as one of its letters
+    and each mask as any letter."""
+    options = [ascii_lowercase if c == MASK else (c if c.isalpha() else LEET[c]) for c in letters]
+    words = common_words()
+    return sorted({w for w in map("".join, product(*options)) if w in words})
+
+
+def _strip_punctuation(text: str, start: int, end: int) -> tuple[int, int]:
+    """The token without the leet symbols at its edges that read as punctuation ("hello!")."""
+    while start < end and text[start] in _PUNCTUATION:
+        start += 1
+    while end > start and text[end - 1] in _PUNCTUATION:
+        end -= 1
+    return start, end
+
+
+def _free_side(text: str, index: int, step: int) -> bool:
+    """Whether a word ending next to ``index`` stands free on that side: past any edge
+    punctuation lies the text's edge, a space or sentence punctuation. A full stop or colon
+    counts only at the end of a sentence ("myself." but not "v3rs1on.2" or "10:4m")."""
+    while 0 <= index < len(text) and text[index] in _PUNCTUATION:
+        index += step
+    if not 0 <= index < len(text):
+        return True
+    char = text[index]
+    if char in ".:":
+        after = index + 1
+        return step == 1 and (after == len(text) or text[after].isspace())
+    return char in _WORD_NEIGHBOURS
 
 
 def _stretches(letters: str, word: str) -> bool:

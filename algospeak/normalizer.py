@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 from algospeak.context import Context
 from algospeak.folding import Folded, builds_emoji, clean, fold, rules_of
 from algospeak.lexicon import Lexicon, load_lexicon
-from algospeak.matcher import Match, Matcher, is_wordish, leftmost_longest
+from algospeak.matcher import Match, Matcher, WordReading, is_wordish, leftmost_longest
 
 # Rules in the order they are reported ("lexicon+spacing").
 RULES = (
@@ -46,9 +47,11 @@ class Span:
     end: int
     original: str
     replacement: str
-    category: str  # the entry's category, or "none" for clean-up of invisible/look-alike chars
+    # The entry's category; "none" (the taxonomy's "no harm category") for clean-up of
+    # invisible or look-alike characters and for ordinary words in disguise ("mys3lf").
+    category: str
     rule: str  # how it was disguised, e.g. "lexicon+spacing"
-    entry: str | None  # the lexicon entry id, None for clean-up
+    entry: str | None  # the lexicon entry id; None for clean-up and ordinary words
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +103,16 @@ class Normalizer:
 
     def normalize(self, text: str) -> Normalization:
         folded = fold(text)
-        context = Context(folded.text)
-        placed = (
-            self._place(text, folded, context, match)
-            for match in leftmost_longest(self._matcher.find(folded.text))
-        )
+        matches = leftmost_longest(self._matcher.find(folded.text))
+        # Ordinary words in disguise matter only around a match: as its cues, or next to a code.
+        taken = [(m.start, m.end) for m in matches]
+        readings = self._matcher.word_readings(folded.text, taken) if matches else []
+        context = Context(folded.text, [(r.start, r.word) for r in readings])
+        placed = (self._place(text, folded, context, match) for match in matches)
         found = [f for f in placed if not _in_emoji_sequence(text, f)]
         self._decide(found, context)
         spans = [self._span(f) for f in found if f.confirmed and _changes(f)]
+        spans += _word_spans(text, folded, context, readings, found)
         spans = sorted(spans + _cleanup(text, spans), key=lambda s: s.start)
         candidates = tuple(
             Candidate(
@@ -209,6 +214,41 @@ def _in_emoji_sequence(text: str, f: _Found) -> bool:
         return False
     before = f.start > 0 and text[f.start - 1] == _ZWJ and builds_emoji(text, f.start - 1)
     return before or (text[f.end : f.end + 1] == _ZWJ and builds_emoji(text, f.end))
+
+
+def _word_spans(
+    text: str, folded: Folded, context: Context, readings: list[WordReading], found: list[_Found]
+) -> list[Span]:
+    """Spans spelling out ordinary words written in disguise ("k!ll mys3lf" -> "myself"), in
+    sentences that hold a code or a disguised term; elsewhere a leeted word is more often a
+    password, a name or a joke ("p@ssw0rd", "h4ck3r news") than evasion. Category "none":
+    such a word names no harm itself, the code next to it does."""
+    coded = {f.sentence for f in found if f.confirmed and _evasive(f)}
+    if not coded:
+        return []
+    spans: list[Span] = []
+    for r in readings:
+        if context.sentence_of(r.start) not in coded:
+            continue
+        start, end = folded.start(r.start), folded.end(r.end)
+        original = text[start:end]
+        if _camel_case(original):
+            continue  # an identifier ("getUs3r"), not a word
+        rules = r.rules | rules_of(original)
+        rule = "+".join(x for x in RULES if x in rules)
+        spans.append(Span(start, end, original, _match_case(r.word, original), "none", rule, None))
+    return spans
+
+
+def _evasive(f: _Found) -> bool:
+    """Whether a match is a code, or a term written in disguise."""
+    return f.match.entry.kind == "code" or bool(f.rules)
+
+
+def _camel_case(original: str) -> bool:
+    """Whether a capital follows a small letter, as in identifiers ("myVar")."""
+    letters = [c for c in original if c.isalpha()]
+    return any(a.islower() and b.isupper() for a, b in pairwise(letters))
 
 
 def _changes(f: _Found) -> bool:

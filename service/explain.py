@@ -96,8 +96,9 @@ class AppliedThresholds:
 @dataclass(frozen=True, slots=True)
 class Explanation:
     """Why a text got its verdict. ``codes`` are the decoded spans in a harm category (the
-    codes that mattered), ``cleanup`` the spans that only undid invisible or look-alike
-    characters, ``not_codes`` the candidates judged not to be codes; all of them index the
+    codes that mattered), ``cleanup`` the spans in category ``none``: invisible or look-alike
+    characters undone, and ordinary words in disguise next to a code spelled out ("mys3lf"),
+    ``not_codes`` the candidates judged not to be codes; all of them index the
     input. ``reason`` is the model's own sentence (None unless asked for)."""
 
     summary: str

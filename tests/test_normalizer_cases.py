@@ -42,6 +42,19 @@ def test_ambiguous_codes_without_context_are_candidates(text: str, code: str) ->
     assert candidate.meaning and candidate.reason
 
 
+@pytest.mark.parametrize(("text", "original", "replacement", "rule"), CASES["words"])
+def test_ordinary_words_in_disguise_carry_no_harm_category(
+    text: str, original: str, replacement: str, rule: str
+) -> None:
+    span = next(s for s in normalize(text).spans if s.original == original)
+    assert (span.replacement, span.rule, span.category, span.entry) == (
+        replacement,
+        rule,
+        "none",
+        None,
+    )
+
+
 def test_table_covers_every_category_and_disguise() -> None:
     categories = {c for row in CASES["decoded"] for c in row[3].split("+")}
     assert categories == set(HARM_CATEGORIES)

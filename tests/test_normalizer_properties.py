@@ -74,6 +74,14 @@ PIECES = [
     "snow",
     "line",
     "🏳\ufe0f\u200d🌈",
+    "mys3lf",
+    "st*pid",
+    "l0ser",
+    "regard",
+    "gr8",
+    "_",
+    "#",
+    ":",
 ]
 texts = st.one_of(
     st.text(),

@@ -258,39 +258,12 @@ def _changes(f: _Found) -> bool:
 
 # Words that start a verb's object: after one of them, a code with a verb reading is a verb
 # ("pew pew the whole school", "pew pew them").
-_OBJECT_STARTS = frozenset(
-    [
-        "the",
-        "a",
-        "an",
-        "my",
-        "your",
-        "ur",
-        "his",
-        "her",
-        "their",
-        "our",
-        "this",
-        "that",
-        "these",
-        "those",
-        "every",
-        "each",
-        "all",
-        "him",
-        "them",
-        "you",
-        "u",
-        "me",
-        "us",
-        "everyone",
-        "everybody",
-        "somebody",
-        "someone",
-        "people",
-        "up",
-    ]
-)
+_OBJECT_STARTS = frozenset({
+    "the", "a", "an", "my", "your", "ur", "his", "her", "their", "our", "this", "that", "these",
+    "those", "every", "each", "all", "him", "them", "you", "u", "me", "us", "everyone",
+    "everybody", "somebody", "someone", "people", "up", "yourself", "urself", "myself",
+    "himself", "herself", "themselves", "ourselves",
+})  # fmt: skip
 _NEXT_WORD = re.compile(r"\s+([^\W\d_]+)")
 
 

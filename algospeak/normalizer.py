@@ -185,8 +185,7 @@ class Normalizer:
             return f"context cue '{cue}'"
         category = f.match.entry.category
         for g in near:
-            evasive = g.match.entry.kind == "code" or g.rules
-            if evasive and g.match.entry.category == category:
+            if _changes(g) and g.match.entry.category == category:
                 return f"'{g.original}' nearby is also {category}"
         return None
 
@@ -223,7 +222,7 @@ def _word_spans(
     sentences that hold a code or a disguised term; elsewhere a leeted word is more often a
     password, a name or a joke ("p@ssw0rd", "h4ck3r news") than evasion. Category "none":
     such a word names no harm itself, the code next to it does."""
-    coded = {f.sentence for f in found if f.confirmed and _evasive(f)}
+    coded = {f.sentence for f in found if f.confirmed and _changes(f)}
     if not coded:
         return []
     spans: list[Span] = []
@@ -240,11 +239,6 @@ def _word_spans(
     return spans
 
 
-def _evasive(f: _Found) -> bool:
-    """Whether a match is a code, or a term written in disguise."""
-    return f.match.entry.kind == "code" or bool(f.rules)
-
-
 def _camel_case(original: str) -> bool:
     """Whether a capital follows a small letter, as in identifiers ("myVar")."""
     letters = [c for c in original if c.isalpha()]
@@ -252,7 +246,8 @@ def _camel_case(original: str) -> bool:
 
 
 def _changes(f: _Found) -> bool:
-    """A code always changes the text; a plain term only when it was disguised."""
+    """Whether a match is evasion that changes the text: a code always, a plain term only when
+    it was disguised."""
     return f.match.entry.kind == "code" or bool(f.rules)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
+from functools import lru_cache
 
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s)|\n")
 _WORD = re.compile(r"[^\W_]+")
@@ -49,13 +50,23 @@ class Context:
         """
         words = "".join(self._words[i] for i in window) + f" {extra} "
         raw = "".join(self._raw[i] for i in window)
-        for cue in cues:
-            if not _WORDLIKE_CUE.fullmatch(cue):
-                if cue in raw:
-                    return cue
-            elif cue.endswith("*"):
-                if f" {cue[:-1]}" in words:
-                    return cue
-            elif f" {cue} " in words:
+        for cue, needle, in_raw in _needles(cues):
+            if needle in (raw if in_raw else words):
                 return cue
         return None
+
+
+@lru_cache(maxsize=4096)  # one per entry; bounded across policy reloads
+def _needles(cues: tuple[str, ...]) -> tuple[tuple[str, str, bool], ...]:
+    """For each cue, in order: the cue, the string to look for and whether to look in the raw
+    text (a cue with symbols) rather than in the space-joined words. Worked out once per cue
+    list: entries with shared contexts carry a hundred cues, asked about on every match."""
+    needles = []
+    for cue in cues:
+        if not _WORDLIKE_CUE.fullmatch(cue):
+            needles.append((cue, cue, True))
+        elif cue.endswith("*"):
+            needles.append((cue, f" {cue[:-1]}", False))
+        else:
+            needles.append((cue, f" {cue} ", False))
+    return tuple(needles)

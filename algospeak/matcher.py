@@ -75,7 +75,11 @@ _ALNUM = re.compile(r"[^\W_]+")
 COMMON_WORDS_TOP_N = 50_000
 # Each mask may be any of 26 letters: more than two masks is too many readings to be one word.
 _MAX_MASKS = 2
-_LEET_OR_MASK = re.compile(f"[{re.escape(''.join(LEET) + MASK)}]").search
+_LEET_OR_MASK_CLASS = f"[{re.escape(''.join(LEET) + MASK)}]"
+# A letter touching a leet or mask symbol: every disguised word has one, few other texts do.
+_LETTER_BY_SYMBOL = re.compile(
+    rf"[^\W\d_]{_LEET_OR_MASK_CLASS}|{_LEET_OR_MASK_CLASS}[^\W\d_]"
+).search
 # What may touch a disguised ordinary word: space, the text's edges, sentence punctuation and
 # quotes. Anything else ("#", "_", "/", "=", "(", "-", "@", ":") marks a hashtag, code, a path,
 # a compound or a time, which are left as they are.
@@ -182,7 +186,7 @@ class Matcher:
         URLs, hashtags and code are left alone through the same rules: too few letters, a
         digit at the edge, or a neighbour that is not space or sentence punctuation.
         """
-        if not _LEET_OR_MASK(text):
+        if not _LETTER_BY_SYMBOL(text):
             return []  # the common case: nothing that could be a disguise
         protected = [m.span() for m in _PROTECTED.finditer(text)] if _MAY_PROTECT(text) else []
         found: list[WordReading] = []

@@ -57,6 +57,7 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/normalize.py
+	$(BIN)/python bench/normalize_quality.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/load.py

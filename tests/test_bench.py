@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +24,20 @@ def test_normalize_bench_runs_and_reports_a_ratio() -> None:
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "speed-up" in result.stdout
+
+
+def test_normalize_quality_bench_runs_on_well_formed_hand_written_posts() -> None:
+    data = yaml.safe_load((ROOT / "tests/data/normalizer_handwritten.yaml").read_text("utf-8"))
+    for post in data["coded"]:
+        for term in post["terms"]:
+            assert post["text"].count(term["code"]) == 1, (post["text"], term["code"])
+            assert term["means"] and all(m == m.lower().strip() for m in term["means"]), term
+    assert all(isinstance(text, str) and text for text in data["safe"])
+    command = [sys.executable, "bench/normalize_quality.py", "--goal-decoded", "0"]
+    command += ["--goal-changed", "1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "naive regex baseline : decoded" in result.stdout
+    assert "algospeak            : decoded" in result.stdout
 
 
 def test_classify_bench_runs_against_a_real_server(smollm2_gguf) -> None:

@@ -55,13 +55,12 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Every benchmark runs; the target fails at the end if any missed its goal.
+BENCHES := normalize normalize_quality train convert load classify
 bench: $(VENV)/.dev
-	$(BIN)/python bench/normalize.py
-	$(BIN)/python bench/normalize_quality.py
-	$(BIN)/python bench/train.py
-	$(BIN)/python bench/convert.py
-	$(BIN)/python bench/load.py
-	$(BIN)/python bench/classify.py
+	@status=0; for name in $(BENCHES); do \
+		echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || status=1; \
+	done; exit $$status
 
 # Fetch the SmolLM2 base GGUF (sha256-checked) into models/bases/; prints its path.
 base: $(VENV)/.serve

@@ -208,10 +208,7 @@ class Matcher:
             # A token some lexicon spelling fits is the lexicon's to decode, or to leave.
             if any(key != word for key in self._walks(letters)):
                 continue
-            rules = {"masking"} if MASK in letters else set()
-            if any(c != MASK and not c.isalpha() for c in letters):
-                rules.add("leetspeak")
-            found.append(WordReading(start, end, word, frozenset(rules)))
+            found.append(WordReading(start, end, word, _disguise_rules(letters)))
         return found
 
     def _insert(self, letters: str, key: str) -> None:
@@ -286,19 +283,10 @@ class Matcher:
         if alphabetic < MIN_LETTERS:
             return None
         if alphabetic < len(letters) and (key := self._walk(letters)) is not None:
-            rules = set()
-            if MASK in letters:
-                rules.add("masking")
-            if any(c != MASK and not c.isalpha() for c in letters):
-                rules.add("leetspeak")
-            return key, frozenset(rules)
-        if _ELONGATED.search(letters):
-            readings = self._squeezed.get(_REPEATS.sub(r"\1", letters), ())
-            fits = [word for word in readings if _stretches(letters, word)]
-            if fits:
-                # The reading that keeps most of what was written: "speeeed" is speed, not sped.
-                word = max(fits, key=len)
-                return self._walk(word) or self._joined.get(word, word), frozenset({"elongation"})
+            return key, _disguise_rules(letters)
+        if fits := self._stretched(letters):
+            # The reading that keeps most of what was written: "speeeed" is speed, not sped.
+            return self._key(max(fits, key=len)), frozenset({"elongation"})
         return None
 
     def readings(self, word: str) -> list[str]:
@@ -306,12 +294,20 @@ class Matcher:
         reading of its leet and mask symbols, and each spelling its stretched letters may
         squeeze to. A word with more than one reading is ambiguous ("r*pe": rape or rope)."""
         letters = fold(word).text
-        found = set(self._walks(letters))
-        if _ELONGATED.search(letters):
-            for spelling in self._squeezed.get(_REPEATS.sub(r"\1", letters), ()):
-                if _stretches(letters, spelling):
-                    found.add(self._walk(spelling) or self._joined.get(spelling, spelling))
+        found = set(self._walks(letters)) | {self._key(s) for s in self._stretched(letters)}
         return sorted(found)
+
+    def _stretched(self, letters: str) -> list[str]:
+        """The spellings ``letters`` may be a stretched form of (none unless some letter is
+        written three times or more)."""
+        if not _ELONGATED.search(letters):
+            return []
+        readings = self._squeezed.get(_REPEATS.sub(r"\1", letters), ())
+        return [spelling for spelling in readings if _stretches(letters, spelling)]
+
+    def _key(self, spelling: str) -> str:
+        """The lexicon key a plain spelling stands for: a word of a phrase, or a joined form."""
+        return self._walk(spelling) or self._joined.get(spelling, spelling)
 
     def _walk(self, letters: str) -> str | None:
         """The first complete spelling of ``_walks``, if any."""
@@ -467,6 +463,14 @@ def _free_side(text: str, index: int, step: int) -> bool:
         after = index + 1
         return step == 1 and (after == len(text) or text[after].isspace())
     return char in _WORD_NEIGHBOURS
+
+
+def _disguise_rules(letters: str) -> frozenset[str]:
+    """How a word with symbols was disguised: "masking" for ``*``, "leetspeak" for others."""
+    rules = {"masking"} if MASK in letters else set()
+    if any(c != MASK and not c.isalpha() for c in letters):
+        rules.add("leetspeak")
+    return frozenset(rules)
 
 
 def _stretches(letters: str, word: str) -> bool:

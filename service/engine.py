@@ -49,6 +49,8 @@ class Engine(Scorer):
     """A loaded GGUF classifier: the scoring algorithm over a llama.cpp backend. ``close()``
     frees it."""
 
+    backend: LlamaBackend
+
     def __init__(
         self,
         path: Path,
@@ -74,7 +76,6 @@ class Engine(Scorer):
         except (ValueError, RuntimeError) as exc:
             what = f"model file {path}" + (f" with adapter {lora_path}" if lora_path else "")
             raise ModelError(f"{what} could not be loaded (not a valid GGUF?)") from exc
-        self._backend = backend
         try:
             super().__init__(backend)
         except TemplateError as exc:
@@ -100,7 +101,7 @@ class Engine(Scorer):
         """Evaluate ``tokens`` right after the fixed prefix with one plain ``Llama.eval``:
         the raw model cost that benchmarks compare ``classify`` with."""
         self._answered = None
-        self._backend.evaluate(self.prefix_end(), tokens)
+        self.backend.evaluate(self.prefix_end(), tokens)
 
     def close(self) -> None:
-        self._backend.close()
+        self.backend.close()

@@ -78,6 +78,18 @@ class Normalization:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def annotated(self) -> str:
+        """The text as the classifier reads it: each decoded code or disguised term replaced by
+        its meaning in brackets ("s e g g s" -> "[sex]"), each ambiguous code followed by its
+        possible meaning ("corn[porn?]"), ordinary words in disguise and look-alike or invisible
+        characters cleaned up ("mys3lf" -> "myself"). Shorter than the post plus its decoding."""
+        edits = [
+            (s.start, s.end, f"[{s.replacement}]" if s.entry else s.replacement, False)
+            for s in self.spans
+        ]
+        edits += [(c.start, c.end, f"{c.original}[{c.meaning}?]", False) for c in self.candidates]
+        return _apply(self.text, sorted(edits))
+
 
 @dataclass(slots=True)
 class _Found:
@@ -127,7 +139,7 @@ class Normalizer:
             for f in found
             if not f.confirmed
         )
-        normalized = _apply(text, spans)
+        normalized = _apply(text, [(s.start, s.end, s.replacement, bool(s.entry)) for s in spans])
         return Normalization(text, normalized, normalized != text, tuple(spans), candidates)
 
     def _place(self, text: str, folded: Folded, context: Context, match: Match) -> _Found:
@@ -294,13 +306,14 @@ def _cleanup(text: str, spans: list[Span]) -> list[Span]:
     return result
 
 
-def _apply(text: str, spans: list[Span]) -> str:
-    """The text with every span replaced; a decoded word never fuses with its neighbours."""
+def _apply(text: str, edits: list[tuple[int, int, str, bool]]) -> str:
+    """The text with each (start, end, replacement, is a decoded word) edit made, in order; a
+    decoded word never fuses with its neighbours."""
     pieces: list[tuple[str, bool]] = []  # (text, is a decoded word)
     position = 0
-    for span in spans:
-        pieces += [(text[position : span.start], False), (span.replacement, span.entry is not None)]
-        position = span.end
+    for start, end, replacement, decoded in edits:
+        pieces += [(text[position:start], False), (replacement, decoded)]
+        position = end
     pieces.append((text[position:], False))
     out: list[str] = []
     last, last_decoded = "", False

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120) as client:
             for text in texts[:2]:  # warm both paths (first prefix evaluation) outside timing
                 client.post("/classify", json={"text": text}).raise_for_status()
-                diy.create_chat_completion(build_messages(text, normalize(text)), max_tokens=24)
+                diy.create_chat_completion(build_messages(normalize(text)), max_tokens=24)
             for _ in range(args.rounds):
                 for text in texts:
                     started = time.perf_counter()
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     ours_ms.append((time.perf_counter() - started) * 1000)
                     started = time.perf_counter()
                     diy.create_chat_completion(
-                        build_messages(text, normalize(text)),
+                        build_messages(normalize(text)),
                         max_tokens=24,
                         temperature=0.0,
                         stop=["\n"],

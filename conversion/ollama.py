@@ -4,7 +4,7 @@ Ollama does not run the GGUF's Jinja chat template; it needs the same prompt wri
 template. The supported models (SmolLM2, Qwen2.5) both use ChatML, so the Modelfile carries
 ChatML's system/user/assistant turns, the shared system prompt, greedy decoding and ChatML's
 stop tokens. The user message is the prompt contract's user turn
-(``algospeak.prompt.user_content``); the model answers with one ``Label: ...`` line. Ollama
+(``algospeak.prompt.user_content``); the model answers with one ``harmful, self, high`` line. Ollama
 generates that line; it does not give the engine's calibrated probabilities.
 """
 

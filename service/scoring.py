@@ -141,7 +141,7 @@ class Scorer:
     def request_tokens(self, text: str, normalization: Normalization) -> list[int]:
         """The tokens a request adds after the fixed prefix, up to and including ``Label:``;
         InputTooLongError if they do not fit the context."""
-        content = user_content(text, normalization).removeprefix(USER_PREFIX)
+        content = user_content(normalization).removeprefix(USER_PREFIX)
         request = self._tokens(content) + self._tail
         needed = len(self.prefix) + len(request) + ANSWER_TOKENS
         if needed > self.backend.context_size:

@@ -417,7 +417,7 @@ def test_modelfile_renders_the_chat_template_and_contract(tiny: Tiny, tmp_path: 
     assert f'TEMPLATE """{TEMPLATE}"""' in text
 
     # Ollama's rendering of the turn equals the GGUF's own Jinja template around the user turn.
-    content = user_content(TEXTS[1], normalize(TEXTS[1]))
+    content = user_content(normalize(TEXTS[1]))
     head, tail = split_template(metadata(q4)["tokenizer.chat_template"])
     rendered = render_go(TEMPLATE, {"System": SYSTEM, "Prompt": content, "Response": ""})
     assert rendered == head + content + tail

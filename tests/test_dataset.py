@@ -78,9 +78,9 @@ def test_records_follow_the_prompt_contract(small: tuple[Splits, Path]) -> None:
         answer = parse_answer(row["response"])
         assert answer == Answer(row["label"], row["category"], row["severity"])
         assert row["instruction"] == SYSTEM
-        assert row["input"] == user_content(row["text"], normalization)
+        assert row["input"] == user_content(normalization)
         assert row["normalized"] == normalization.normalized
-        assert row["messages"][:2] == build_messages(row["text"], normalization)
+        assert row["messages"][:2] == build_messages(normalization)
         assert row["messages"][2] == {"role": "assistant", "content": row["response"]}
         assert set(row["provenance"]) == {"family", "entry", "obfuscation", "language"}
         assert row["provenance"]["obfuscation"] in OBFUSCATION_NAMES

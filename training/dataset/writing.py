@@ -19,12 +19,12 @@ def record(example: Example, *, reasons: bool = False) -> dict[str, Any]:
     line only when ``reasons``; ``response`` is always the answer line alone."""
     normalization = normalization_of(example.text)
     answer = format_answer(example.answer)
-    messages = build_messages(example.text, normalization)
+    messages = build_messages(normalization)
     content = format_answer(example.answer, example.reason) if reasons else answer
     messages.append({"role": "assistant", "content": content})
     return {
         "instruction": SYSTEM,
-        "input": user_content(example.text, normalization),
+        "input": user_content(normalization),
         "normalized": normalization.normalized,
         "response": answer,
         "messages": messages,

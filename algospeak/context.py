@@ -45,8 +45,10 @@ class Context:
     def find_cue(self, cues: tuple[str, ...], window: range, extra: str = "") -> str | None:
         """The first cue present in the window (or in ``extra`` words), if any.
 
-        A cue is a word or phrase matched on whole words; a trailing ``*`` matches any word
-        starting with it; a cue with symbols ("18+", an emoji) is matched as a substring.
+        A cue is a word or phrase matched on whole words, its last word also in its regular
+        inflections ("send" finds "sends", "sending"; "trade" finds "traded", "trading"); a
+        trailing ``*`` matches any word starting with it; a cue with symbols ("18+", an emoji)
+        is matched as a substring.
         """
         words = "".join(self._words[i] for i in window) + f" {extra} "
         raw = "".join(self._raw[i] for i in window)
@@ -68,5 +70,16 @@ def _needles(cues: tuple[str, ...]) -> tuple[tuple[str, str, bool], ...]:
         elif cue.endswith("*"):
             needles.append((cue, f" {cue[:-1]}", False))
         else:
-            needles.append((cue, f" {cue} ", False))
+            needles += [(cue, f" {form} ", False) for form in _inflections(cue)]
     return tuple(needles)
+
+
+def _inflections(phrase: str) -> list[str]:
+    """``phrase`` and its regular inflections (of its last word): -s, -es, -ed, -ing, with a
+    final silent e dropped before -ed and -ing. Short words stay as they are ("tw", "oz")."""
+    head, _, last = phrase.rpartition(" ")
+    if len(last) < 3 or not last.isalpha():
+        return [phrase]
+    stem = last[:-1] if last.endswith("e") else last
+    forms = dict.fromkeys([last, f"{last}s", f"{last}es", f"{stem}ed", f"{stem}ing"])
+    return [f"{head} {form}" if head else form for form in forms]

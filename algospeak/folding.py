@@ -165,7 +165,7 @@ def _in_word(char: str) -> bool:
 @lru_cache(maxsize=1)
 def homoglyphs() -> dict[str, str]:
     """Non-ASCII letters that look like an ASCII letter, mapped to it (Unicode's
-    confusables data, as packaged by ``confusable_homoglyphs``)."""
+    confusables data, as packaged by ``confusable_homoglyphs``, and the small capitals)."""
     table: dict[str, str] = {}
     for char, entries in confusables.confusables_data.items():
         if len(char) != 1 or char.isascii() or not char.isalpha():
@@ -174,6 +174,13 @@ def homoglyphs() -> dict[str, str]:
         letters = [t for t in targets if t.isalpha()]
         if letters:
             table[char] = letters[0]
+    # Small capitals ("ᴄᴘ", "ꜱᴇx"), which text generators offer as a "font".
+    for block in (range(0x0250, 0x02B0), range(0x1D00, 0x1D80), range(0xA720, 0xA800)):
+        for code in block:
+            name = unicodedata.name(chr(code), "")
+            letter = name.removeprefix("LATIN LETTER SMALL CAPITAL ")
+            if letter != name and len(letter) == 1 and letter.isalpha():
+                table.setdefault(chr(code), letter.lower())
     return table
 
 

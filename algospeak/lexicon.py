@@ -6,7 +6,8 @@ Two kinds of entries:
   replacement. Ambiguous codes are ordinary words too ("corn") and carry context cues that
   license the coded reading, and optionally ``against`` cues that veto it. Cue lists shared by
   many entries (a threat, a weather or gaming context) are named once under ``contexts`` and
-  referred to as ``"@name"`` inside ``cues`` and ``against``.
+  referred to as ``"@name"`` inside ``cues`` and ``against``; a context named after a
+  category (``drugs``: selling, a plug, a party) licenses every ambiguous code of it.
 - *terms* are plain sensitive words ("kill", "sex") that people disguise with leetspeak,
   masking or spacing; the normalizer spells them out again.
 """
@@ -237,6 +238,10 @@ def _entry(
     if not isinstance(ambiguous, bool):
         raise LexiconError(f"{where}: 'ambiguous' must be true or false")
     cues = _expand(_strings(item.get("cues"), "cues", where), contexts, where)
+    if ambiguous:  # a context named after the category licenses all its ambiguous codes
+        shared = _expand(contexts.get(category, ()), contexts, where)
+        shared = tuple(c for c in shared if not _names_itself(c, variants))
+        cues = tuple(dict.fromkeys([*cues, *shared]))
     against = _expand(_strings(item.get("against"), "against", where), contexts, where)
     if ambiguous and not cues:
         raise LexiconError(
@@ -255,6 +260,13 @@ def _entry(
         note=_note(item, where),
         verb=verb,
     )
+
+
+def _names_itself(cue: str, spellings: Iterable[str]) -> bool:
+    """Whether ``cue`` would find the code's own spelling (a code is no context for itself)."""
+    if cue.endswith("*"):
+        return any(word.startswith(cue[:-1]) for s in spellings for word in s.split())
+    return cue in spellings
 
 
 def _expand(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -452,8 +453,9 @@ def _strip_punctuation(text: str, start: int, end: int) -> tuple[int, int]:
 
 def _free_side(text: str, index: int, step: int) -> bool:
     """Whether a word ending next to ``index`` stands free on that side: past any edge
-    punctuation lies the text's edge, a space or sentence punctuation. A full stop or colon
-    counts only at the end of a sentence ("myself." but not "v3rs1on.2" or "10:4m")."""
+    punctuation lies the text's edge, a space, sentence punctuation or an emoji (which the
+    normalizer may decode into a word of its own). A full stop or colon counts only at the end
+    of a sentence ("myself." but not "v3rs1on.2" or "10:4m")."""
     while 0 <= index < len(text) and text[index] in _PUNCTUATION:
         index += step
     if not 0 <= index < len(text):
@@ -462,7 +464,7 @@ def _free_side(text: str, index: int, step: int) -> bool:
     if char in ".:":
         after = index + 1
         return step == 1 and (after == len(text) or text[after].isspace())
-    return char in _WORD_NEIGHBOURS
+    return char in _WORD_NEIGHBOURS or unicodedata.category(char) == "So"
 
 
 def _disguise_rules(letters: str) -> frozenset[str]:

@@ -116,15 +116,16 @@ class Normalizer:
     def normalize(self, text: str) -> Normalization:
         folded = fold(text)
         matches = leftmost_longest(self._matcher.find(folded.text))
-        # Ordinary words in disguise matter only around a match: as its cues, or next to a code.
+        # Ordinary words in disguise: spelled out, and cues for the matches' contexts.
         taken = [(m.start, m.end) for m in matches]
-        readings = self._matcher.word_readings(folded.text, taken) if matches else []
+        readings = self._matcher.word_readings(folded.text, taken)
         context = Context(folded.text, [(r.start, r.word) for r in readings])
         placed = (self._place(text, folded, context, match) for match in matches)
         found = [f for f in placed if not _in_emoji_sequence(text, f)]
         self._decide(found, context)
         spans = [self._span(f) for f in found if f.confirmed and _changes(f)]
-        spans += _word_spans(text, folded, context, readings, found)
+        spans += _word_spans(text, folded, readings)
+        spans.sort(key=lambda s: s.start)  # the clean-up walks the gaps between them in order
         spans = sorted(spans + _cleanup(text, spans), key=lambda s: s.start)
         candidates = tuple(
             Candidate(
@@ -154,7 +155,7 @@ class Normalizer:
         entry = match.entry
         replacement = entry.variants[match.variant]
         # An inflected variant already says which part of speech it is ("pew pewed": shot).
-        if entry.verb and replacement == entry.meaning and _takes_object(text, end):
+        if entry.verb and replacement == entry.meaning and _as_verb(text, start, end):
             replacement = entry.verb
         replacement = _match_case(replacement, original)
         sentence = context.sentence_of(match.start)
@@ -227,28 +228,29 @@ def _in_emoji_sequence(text: str, f: _Found) -> bool:
     return before or (text[f.end : f.end + 1] == _ZWJ and builds_emoji(text, f.end))
 
 
-def _word_spans(
-    text: str, folded: Folded, context: Context, readings: list[WordReading], found: list[_Found]
-) -> list[Span]:
-    """Spans spelling out ordinary words written in disguise ("k!ll mys3lf" -> "myself"), in
-    sentences that hold a code or a disguised term; elsewhere a leeted word is more often a
-    password, a name or a joke ("p@ssw0rd", "h4ck3r news") than evasion. Category "none":
-    such a word names no harm itself, the code next to it does."""
-    coded = {f.sentence for f in found if f.confirmed and _changes(f)}
-    if not coded:
-        return []
+def _word_spans(text: str, folded: Folded, readings: list[WordReading]) -> list[Span]:
+    """Spans spelling out ordinary words written in disguise ("k!ll mys3lf" -> "myself",
+    "m!nors dm me" -> "minors"), except where a disguise is the point: a password or a name
+    given as such ("password: p@ssw0rd", "my gamertag is n00b_slayer") and identifiers
+    ("getUs3r"). Category "none": such a word names no harm itself."""
     spans: list[Span] = []
     for r in readings:
-        if context.sentence_of(r.start) not in coded:
-            continue
         start, end = folded.start(r.start), folded.end(r.end)
         original = text[start:end]
-        if _camel_case(original):
-            continue  # an identifier ("getUs3r"), not a word
+        if _camel_case(original) or _CREDENTIAL.search(text, max(start - 40, 0), start):
+            continue
         rules = r.rules | rules_of(original)
         rule = "+".join(x for x in RULES if x in rules)
         spans.append(Span(start, end, original, _match_case(r.word, original), "none", rule, None))
     return spans
+
+
+# A password or a name introduced as such: its spelling is the thing itself, not a disguise.
+_CREDENTIAL = re.compile(
+    r"\b(?:password|passwd|passcode|pass|pw|pwd|pin|username|user name|login|gamertag|"
+    r"gamer tag|tag|ign|handle|nickname|nick|wifi)\s*(?:is|was|:|=|-)?\s*[\"'`]?$",
+    re.IGNORECASE,
+)
 
 
 def _camel_case(original: str) -> bool:
@@ -274,10 +276,22 @@ _OBJECT_STARTS = frozenset({
 _NEXT_WORD = re.compile(r"\s+([^\W\d_]+)")
 
 
-def _takes_object(text: str, end: int) -> bool:
-    """Whether the word after ``end`` in ``text`` starts an object (see ``_OBJECT_STARTS``)."""
+# Words after which a code with a verb reading is a verb ("wanna 🪦" is "wanna die").
+_VERB_MARKERS = frozenset({
+    "to", "wanna", "gonna", "gotta", "finna", "imma", "ima", "will", "ll", "might", "should",
+    "would", "could", "can", "must", "lets", "let's", "i'll", "ill", "u", "you",
+})  # fmt: skip
+_LAST_WORD = re.compile(r"([^\W\d_]+(?:'[^\W\d_]+)?)\s+$")
+
+
+def _as_verb(text: str, start: int, end: int) -> bool:
+    """Whether the code at ``text[start:end]`` stands as a verb: an object follows it (see
+    ``_OBJECT_STARTS``) or an infinitive or modal marker comes right before it."""
     following = _NEXT_WORD.match(text, end)
-    return following is not None and following.group(1).lower() in _OBJECT_STARTS
+    if following is not None and following.group(1).lower() in _OBJECT_STARTS:
+        return True
+    before = _LAST_WORD.search(text, max(start - 20, 0), start)
+    return before is not None and before.group(1).lower() in _VERB_MARKERS
 
 
 def _match_case(replacement: str, original: str) -> str:

@@ -27,12 +27,13 @@ def test_normalize_bench_runs_and_reports_a_ratio() -> None:
 
 
 def test_normalize_quality_bench_runs_on_well_formed_hand_written_posts() -> None:
-    data = yaml.safe_load((ROOT / "tests/data/normalizer_handwritten.yaml").read_text("utf-8"))
-    for post in data["coded"]:
-        for term in post["terms"]:
-            assert post["text"].count(term["code"]) == 1, (post["text"], term["code"])
-            assert term["means"] and all(m == m.lower().strip() for m in term["means"]), term
-    assert all(isinstance(text, str) and text for text in data["safe"])
+    for name in ("normalizer_dev.yaml", "normalizer_handwritten.yaml"):
+        data = yaml.safe_load((ROOT / "tests/data" / name).read_text("utf-8"))
+        for post in data["coded"]:
+            for term in post["terms"]:
+                assert post["text"].count(term["code"]) == 1, (name, post["text"], term["code"])
+                assert term["means"] and all(m == m.lower().strip() for m in term["means"]), term
+        assert all(isinstance(text, str) and text for text in data["safe"])
     command = [sys.executable, "bench/normalize_quality.py", "--goal-decoded", "0"]
     command += ["--goal-changed", "1"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)

@@ -60,6 +60,24 @@ def describing(path: Path, sha256: str) -> dict[str, Any] | None:
     return manifest if sha256 in (manifest.get("sha256"), recorded) else None
 
 
+def public(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``manifest`` as the service may show it: every absolute path in it reduced to its file
+    name, so no path of the machine that built or serves the model leaks out."""
+    if manifest is None:
+        return None
+    return _without_paths(manifest)
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(item) for item in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/")):
+        return Path(value).name
+    return value
+
+
 def tool_versions(names: tuple[str, ...] = TOOLS) -> dict[str, str]:
     """Installed versions of ``names`` (missing packages are left out)."""
     versions = {}

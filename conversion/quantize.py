@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from artifacts import manifest
-from artifacts.gguf_types import FILE_TYPES
+from artifacts.quantize import quantize_file
 from conversion.errors import ConversionError, disk_space
 from conversion.gguf_file import tensor_types
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("Q4_K_M", "Q5_K_M", "Q8_0")
+QUANTIZATIONS = ("Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0")
 DEFAULT = "Q4_K_M"
 _PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
@@ -47,8 +47,6 @@ def quantize(
     :data:`QUANTIZATIONS`), record it in the manifest next to ``output`` and return what was
     written. ``threads`` defaults to all cores. ConversionError for an unknown type, a missing
     source, a failed quantization or a full disk; ``output`` is never left half-written."""
-    import llama_cpp
-
     source, output = Path(source), Path(output)
     if quantization not in QUANTIZATIONS:
         raise ConversionError(
@@ -57,31 +55,20 @@ def quantize(
     if not source.is_file():
         raise ConversionError(f"{source} does not exist: convert the model first")
     started = time.monotonic()
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FILE_TYPES[quantization]
-    params.nthread = threads or 0  # 0: all hardware threads
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     log.info("quantizing %s to %s (%s)", source.name, output, quantization)
-    try:
-        with disk_space(output), _progress(output.name):
-            status = llama_cpp.llama_model_quantize(
-                str(source).encode(), str(partial).encode(), ctypes.byref(params)
-            )
-        if status != 0 and shutil.disk_usage(output.parent).free < source.stat().st_size:
-            raise ConversionError(
-                f"the disk is full (quantizing to {output} failed with "
-                f"{shutil.disk_usage(output.parent).free // 2**20} MB free): free some space or "
-                "write the output to another disk"
-            )
-        if status != 0:
-            raise ConversionError(
-                f"llama.cpp could not quantize {source} (status {status}); is it an f16, bf16 "
-                "or f32 GGUF written by `python -m conversion convert`?"
-            )
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
+    with disk_space(output), _progress(output.name):
+        done = quantize_file(source, output, quantization, threads=threads or 0)
+    if not done and shutil.disk_usage(output.parent).free < source.stat().st_size:
+        raise ConversionError(
+            f"the disk is full (quantizing to {output} failed with "
+            f"{shutil.disk_usage(output.parent).free // 2**20} MB free): free some space or "
+            "write the output to another disk"
+        )
+    if not done:
+        raise ConversionError(
+            f"llama.cpp could not quantize {source}; is it an f16, bf16 or f32 GGUF written "
+            "by `python -m conversion convert`?"
+        )
     result = Quantized(output, quantization, output.stat().st_size, tensor_types(output))
     fallback = {t: n for t, n in result.tensor_types.items() if t not in _expected(quantization)}
     log.info("wrote %s: %s", output.name, _describe(result.tensor_types))
@@ -101,6 +88,7 @@ def quantize(
 def _expected(quantization: str) -> set[str]:
     # What the recipe itself writes; norms and biases stay F32 in every recipe.
     return {"F32"} | {
+        "Q4_0": {"Q4_0", "Q6_K"},
         "Q4_K_M": {"Q4_K", "Q6_K"},
         "Q5_K_M": {"Q5_K", "Q6_K"},
         "Q8_0": {"Q8_0"},

@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass
 
 from algospeak import Normalization
+from artifacts import shipped
+from artifacts.bases import CatalogError, FetchError
+from artifacts.merge import MergeError
 from service import metrics
 from service.engine import Engine, ModelError
 from service.gate import Gate
@@ -19,8 +22,8 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 FETCH_HINT = (
-    "build the default model with `make model` (about 20 minutes on a laptop CPU), or set "
-    "ALGOSPEAK_MODEL_PATH to a GGUF (e.g. the base `make base` prints)"
+    "unset ALGOSPEAK_MODEL_PATH to serve the shipped default model, or set it to a GGUF "
+    "(e.g. the base `make base` prints)"
 )
 
 
@@ -106,9 +109,15 @@ class Classifier:
 
 
 def load_engine(settings: Settings) -> Engine:
-    """The engine for the configured model (and adapter). A missing or unusable file raises
-    ModelError whose message names the file and ends with ``FETCH_HINT``."""
+    """The engine for the configured model (and adapter), or for the shipped default model
+    (prepared first if need be) when none is configured. A missing or unusable file raises
+    ModelError whose message names the file and says what to do."""
     path = settings.model_path
+    if path is None:
+        try:
+            path = shipped.prepare(threads=settings.threads)
+        except (shipped.ShippedModelError, FetchError, CatalogError, MergeError) as exc:
+            raise ModelError(f"the shipped default model cannot be prepared: {exc}") from exc
     if not path.is_file():
         raise ModelError(f"model file {path} not found: {FETCH_HINT}")
     try:

@@ -7,12 +7,13 @@ An ``Engine`` is not thread-safe (one context, one KV cache): callers serialize 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from artifacts import manifest
+from artifacts import manifest, shipped
 from artifacts.gguf_types import file_type_name
 from artifacts.hashing import sha256_of
 from service.llama_backend import LlamaBackend, UnsupportedVersionError
@@ -31,7 +32,10 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    path: str
+    """What the service tells its users about the model: names and hashes, never the paths of
+    the machine it runs on."""
+
+    file: str  # the GGUF's file name
     name: str
     sha256: str
     size_bytes: int
@@ -39,9 +43,9 @@ class ModelInfo:
     quantization: str
     context_size: int
     threads: int
-    adapter: str | None = None  # a GGUF LoRA adapter applied on top: "<path> sha256:<hex>"
-    # The build's manifest.json next to the file when there is one (how the model was made,
-    # its evaluation figures); its own sha256 must match the file's.
+    adapter: str | None = None  # a GGUF LoRA adapter applied on top: "<file> sha256:<hex>"
+    # How the model was made and how it scored: what the file itself carries (the shipped
+    # default model), else the build's manifest.json next to it if it describes this file.
     manifest: dict[str, Any] | None = None
 
 
@@ -84,7 +88,7 @@ class Engine(Scorer):
         metadata = backend.metadata
         sha256 = sha256_of(path)
         self.info = ModelInfo(
-            path=str(path),
+            file=path.name,
             name=metadata.get("general.name", path.stem),
             sha256=sha256,
             size_bytes=path.stat().st_size,
@@ -92,8 +96,10 @@ class Engine(Scorer):
             quantization=file_type_name(int(metadata.get("general.file_type", -1))),
             context_size=backend.context_size,
             threads=threads,
-            adapter=f"{lora_path} sha256:{sha256_of(Path(lora_path))}" if lora_path else None,
-            manifest=manifest.describing(path, sha256),
+            adapter=f"{Path(lora_path).name} sha256:{sha256_of(Path(lora_path))}"
+            if lora_path
+            else None,
+            manifest=_manifest(metadata) or manifest.public(manifest.describing(path, sha256)),
         )
         logger.info("loaded %s (%s, %s)", path, self.info.architecture, self.info.quantization)
 
@@ -105,3 +111,9 @@ class Engine(Scorer):
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _manifest(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest a prepared default model carries in its metadata, if any."""
+    carried = metadata.get(shipped.MANIFEST_KEY)
+    return json.loads(carried) if carried else None

@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from artifacts.locations import default_model
 from service.engine import DEFAULT_CONTEXT
 
 
@@ -16,9 +15,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ALGOSPEAK_", env_file=None, extra="ignore")
 
-    model_path: Path = Field(
-        default_factory=default_model,
-        description="The GGUF to serve (default: the model `make model` builds, "
+    model_path: Path | None = Field(
+        None,
+        description="The GGUF to serve; unset: the shipped default model (the base from its "
+        "package with the adapter in models/default, prepared at first start into "
         "$ALGOSPEAK_HOME/models/default/algospeak.gguf).",
     )
     lora_path: Path | None = Field(

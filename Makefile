@@ -32,15 +32,14 @@ $(VENV)/.dev: $(VENV)/.build
 	$(BIN)/pip install -e '.[serve,train,convert,dev]'
 	touch $@
 
-# Serves ALGOSPEAK_MODEL_PATH when set; otherwise the default model, built first if missing.
+# Serves ALGOSPEAK_MODEL_PATH when set; otherwise the shipped default model: the base from its
+# package with the adapter in models/default merged in, prepared once (no training, no torch).
 serve: $(VENV)/.serve
-	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ] && [ ! -f "$$($(BIN)/python -m artifacts.locations)" ]; then \
-		echo "No default model yet: building it first (make model, about 20 minutes on 2 cores)"; \
-		$(MAKE) model; \
-	fi
+	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ]; then $(BIN)/python -m artifacts.shipped >/dev/null; fi
 	ALGOSPEAK_HOST=$(HOST) ALGOSPEAK_PORT=$(PORT) $(BIN)/python -m service
 
-# Fine-tune, convert, verify, evaluate and install the default model; a no-op when up to date.
+# Retrain the shipped default model from scratch (hours on 2 cores; an interrupted run resumes
+# from its last checkpoint) and write models/default/: adapter, manifest, report.
 model: $(VENV)/.build
 	$(BIN)/python -m recipes.default_model
 

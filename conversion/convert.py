@@ -13,6 +13,7 @@ from pathlib import Path
 from artifacts import manifest
 from conversion import adapters, llamacpp
 from conversion.errors import ConversionError, disk_space
+from conversion.gguf_file import without_local_paths
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def convert_lora(
 ) -> Path:
     """Write the peft adapter in ``adapter`` as the GGUF LoRA adapter ``output`` with
     llama.cpp's ``convert_lora_to_gguf.py`` (the base's config is read from ``base``, by
-    default the base it was trained on) and return ``output``. Load it next to the base GGUF
-    with ``Engine(..., lora_path=output)`` or ``ALGOSPEAK_LORA_PATH``."""
+    default the base it was trained on) and return ``output``, without metadata naming the
+    build machine's folders. Load it next to the base GGUF with ``Engine(..., lora_path=
+    output)`` or ``ALGOSPEAK_LORA_PATH``, or merge it with ``artifacts.merge``."""
     adapter, output = Path(adapter), Path(output)
     _check_outtype(outtype)
     adapters.adapter_config(adapter)
@@ -69,6 +71,7 @@ def convert_lora(
     with _partial(output) as partial:
         args = [*where, "--outfile", str(partial), "--outtype", outtype, str(adapter.resolve())]
         llamacpp.run_script("convert_lora_to_gguf.py", args)
+        without_local_paths(partial, name=f"algospeak LoRA adapter for {name}")
     manifest.update(
         output.parent,
         "lora",

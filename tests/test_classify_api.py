@@ -1,5 +1,6 @@
 """/classify, /classify/batch and /v1/moderations on the real SmolLM2 GGUF, plus their errors."""
 
+import json
 import math
 import threading
 from pathlib import Path

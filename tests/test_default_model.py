@@ -1,21 +1,20 @@
-"""The default model's build (`make model`) on a reduced budget: every stage really runs on the
-real SmolLM2 base, the result is verified, installed and served."""
+"""Training the default model (`make model`) on a reduced budget: every stage really runs on the
+real SmolLM2 base, and what it installs is what serving prepares and serves."""
 
 import json
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi.testclient import TestClient
 
+from algospeak import normalize
+from artifacts import shipped
+from artifacts.hashing import sha256_of
 from recipes import default_model
-from service.app import create_app
-from service.settings import Settings
-from tests.conftest import running_server
+from service.engine import Engine
 
 # Two optimizer steps and a handful of texts: enough to prove the chain, not to make a model.
-REDUCED = ["--eval-limit", "6", "--samples", "6", "--threads", "2"]
-TRAINING = ["max_steps=2", "max_examples=8", "batch_size=4"]
+REDUCED = ["--eval-limit", "6", "--samples", "6", "--curve-examples", "6", "--threads", "2"]
+TRAINING = ["max_steps=2", "save_steps=1", "max_examples=8", "batch_size=4", "warmup_steps=0"]
 
 
 @pytest.fixture(scope="module")
@@ -26,83 +25,42 @@ def installed(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf) -> Path:
     return root / "default"
 
 
-def test_the_build_installs_a_verified_evaluated_model(installed: Path) -> None:
-    manifest = json.loads((installed / "manifest.json").read_text())
-    assert (installed / "algospeak.gguf").stat().st_size > 50_000_000
-    assert set(manifest["stages_s"]) == {
-        "base",
-        "dataset",
-        "train",
-        "convert",
-        "verify",
-        "evaluate",
-    }
+def test_the_build_installs_a_verified_evaluated_adapter(installed: Path) -> None:
+    manifest = json.loads((installed / shipped.MANIFEST_FILE).read_text())
+    adapter = installed / shipped.ADAPTER_FILE
+    assert 100_000 < adapter.stat().st_size <= 25 * 2**20
+    assert manifest["adapter_sha256"] == sha256_of(adapter)
+    stages = {"base", "dataset", "train", "curve", "adapter", "quantize", "evaluate"}
+    assert set(manifest["stages_s"]) == stages
     table = manifest["quantizations"]
     assert {row["quantization"] for row in table} == set(default_model.CANDIDATES)
     (chosen,) = [row for row in table if row["chosen"]]
     assert chosen["passed"] and chosen["quantization"] == manifest["quantization"]
-    assert manifest["adapter"]["run"]["config"]["max_steps"] == 2
-    metrics = json.loads((installed / "metrics.json").read_text())
-    assert metrics["examples"] == 6
-    assert manifest["metrics"]["examples"] == 6
-    for name in ("report.md", "confusion.png", "reliability.png"):
-        assert (installed / name).stat().st_size > 0
+    assert manifest["training"]["steps"] == 2 and manifest["training"]["seed"] == 13
+    assert [row["step"] for row in manifest["learning_curve"]] == [0, 1, 2]
+    sets = ("test split", "hand-written")
+    assert set(manifest["metrics"]) == {
+        f"{m} / {s}" for m in ("tuned", "untuned base") for s in sets
+    }
+    assert manifest["metrics"]["tuned / hand-written"]["examples"] == 6
+    report = (installed / "report.md").read_text()
+    assert "Learning curve" in report and "by_category" in report and "by_tag" in report
 
 
-def test_a_second_build_with_the_same_inputs_does_nothing(installed: Path) -> None:
-    model = installed / "algospeak.gguf"
-    before = model.stat().st_mtime_ns
-    folders = ["--install-dir", str(installed), "--work-dir", str(installed.parent / "build")]
-    assert default_model.main([*folders, *REDUCED, *TRAINING]) == 0
-    assert model.stat().st_mtime_ns == before
+def test_what_the_build_installs_is_what_serving_prepares(installed: Path, tmp_path: Path) -> None:
+    target = shipped.prepare(installed, tmp_path / "algospeak.gguf", threads=2)
+    engine = Engine(target, threads=2)
+    try:
+        assert (
+            engine.info.name
+            == f"{default_model.NAME}@{shipped.load(installed).manifest['version']}"
+        )
+        assert engine.info.quantization == shipped.load(installed).manifest["quantization"]
+        assert engine.classify("kys nobody wants you", normalize("kys nobody wants you")).label
+    finally:
+        engine.close()
 
 
-def test_changed_inputs_mean_a_rebuild(installed: Path) -> None:
-    key = default_model.inputs_key(TRAINING, 6, 6)
-    assert default_model.up_to_date(installed, key)
-    assert not default_model.up_to_date(installed, default_model.inputs_key(TRAINING, 7, 6))
-    assert not default_model.up_to_date(installed, default_model.inputs_key(["max_steps=3"], 6, 6))
-
-
-def test_the_rebuild_key_covers_every_file_the_model_is_made_from() -> None:
-    """No hand-kept list: whatever file the dataset, training or conversion code gains counts."""
-    files = default_model.source_files()
-    root = Path(__file__).resolve().parent.parent
-    for package in ("algospeak", "training", "conversion"):
-        for path in (root / package).rglob("*.py"):
-            assert f"{package}/{path.relative_to(root / package).as_posix()}" in files
-    for data in (
-        "algospeak/data/lexicon.yaml",
-        "training/templates.yaml",
-        "artifacts/catalog.yaml",
-    ):
-        assert data in files
-    assert f"training/configs/{default_model.PRESET.name}" in files
-
-
-def test_the_service_serves_the_default_model_and_reports_its_manifest(
-    installed: Path, tmp_path: Path, monkeypatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # the default path does not depend on the working directory
-    monkeypatch.setenv("ALGOSPEAK_HOME", str(tmp_path / "home"))
-    target = tmp_path / "home" / "models" / "default"
-    target.parent.mkdir(parents=True)
-    target.symlink_to(installed)
-    assert Settings().model_path == target / "algospeak.gguf"
-    with TestClient(create_app(Settings(threads=2))) as client:
-        info = client.get("/info").json()
-        assert info["model"]["manifest"]["base"] == "smollm2-135m-instruct"
-        assert info["model"]["manifest"]["sha256"] == info["model"]["sha256"]
-
-
-@pytest.mark.server
-def test_the_installed_model_answers_over_http(installed: Path) -> None:
-    env = {"ALGOSPEAK_MODEL_PATH": str(installed / "algospeak.gguf"), "ALGOSPEAK_THREADS": "2"}
-    with running_server(env) as base:
-        response = httpx.post(f"{base}/classify", json={"text": "kys nobody wants you"}, timeout=30)
-        assert response.status_code == 200
-        body = response.json()
-        assert body["label"] in ("harmful", "safe")
-        assert 0.5 <= body["confidence"] <= 1
-        info = httpx.get(f"{base}/info", timeout=10).json()
-        assert info["model"]["manifest"]["quantization"] == info["model"]["quantization"]
+def test_the_build_writes_no_path_of_the_machine(installed: Path) -> None:
+    text = (installed / shipped.MANIFEST_FILE).read_text() + (installed / "report.md").read_text()
+    assert str(installed.parent) not in text and "/root/" not in text

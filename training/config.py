@@ -47,7 +47,10 @@ class TrainConfig:
     # Also train the answer's reason line (from each record's "reason"), so the model can
     # explain itself when asked; longer targets, so more training time.
     train_reasons: bool = False
+    lr_scheduler: str = "linear"  # transformers' schedule names: linear, cosine, constant...
+    warmup_steps: int = 0
     save_steps: int = 0  # > 0: write a checkpoint every N steps (needed to resume)
+    save_total_limit: int | None = 2  # checkpoints kept; None: all (for learning curves)
     resume: bool = False  # continue from the newest checkpoint in output_dir
     push_to_hub: str | None = None  # a Hugging Face repo id to upload the adapter to
 

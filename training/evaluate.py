@@ -55,13 +55,19 @@ class Scored:
     predicted_severity: str
     confidence: float
     family: str
+    tags: tuple[str, ...] = ()  # hand-written sets: what kind of post it is ("injection", ...)
+
+    @property
+    def injection(self) -> bool:
+        return self.family.startswith("injection") or "injection" in self.tags
 
 
 def score_with(classifier: Classifier, records: list[dict[str, Any]]) -> list[Scored]:
     """Classify every record with ``classifier``, in order; one ``Scored`` per record.
 
     Records are dataset rows (``text``, ``label``, ``category``, ``severity`` and optionally
-    ``provenance.family``); the classifier sees the text and its normalization, as served.
+    ``provenance.family`` or ``tags``); the classifier sees the text and its normalization, as
+    served.
     """
     results = []
     for record in _progress(records):
@@ -76,6 +82,7 @@ def score_with(classifier: Classifier, records: list[dict[str, Any]]) -> list[Sc
                 predicted_severity=answer.severity,
                 confidence=answer.confidence,
                 family=(record.get("provenance") or {}).get("family", ""),
+                tags=tuple(record.get("tags") or ()),
             )
         )
     return results
@@ -97,7 +104,7 @@ def metrics(results: list[Scored]) -> dict[str, Any]:
     fn = sum(r.label == "harmful" and r.predicted_label == "safe" for r in results)
     harmful = [r for r in results if r.label == "harmful"]
     safe = [r for r in results if r.label == "safe"]
-    injections = [r for r in results if r.family.startswith("injection")]
+    injections = [r for r in results if r.injection]
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)
     f1 = (
@@ -128,7 +135,52 @@ def metrics(results: list[Scored]) -> dict[str, Any]:
         "label_confusion": _confusion(results, "label", "predicted_label", LABELS),
         "category_confusion": _confusion(results, "category", "predicted_category", CATEGORIES),
         "severity_confusion": _confusion(results, "severity", "predicted_severity", SEVERITIES),
+        "by_category": by_category(results),
+        "by_tag": by_tag(results),
     }
+
+
+def by_category(results: list[Scored]) -> dict[str, dict[str, Any]]:
+    """Per true category: how many, the share labelled harmful (recall for harm categories,
+    the false-positive rate for ``none``) and the share whose category is right."""
+    table = {}
+    for category in CATEGORIES:
+        group = [r for r in results if r.category == category]
+        if group:
+            table[category] = {
+                "count": len(group),
+                "flagged": _ratio(sum(r.predicted_label == "harmful" for r in group), len(group)),
+                "category_accuracy": _ratio(
+                    sum(r.predicted_category == category for r in group), len(group)
+                ),
+            }
+    return table
+
+
+def by_tag(results: list[Scored]) -> dict[str, dict[str, Any]]:
+    """Per tag (hand-written sets) or family (generated splits): how many, and the share
+    labelled right."""
+    groups: dict[str, list[Scored]] = {}
+    for r in results:
+        for tag in r.tags or ((r.family,) if r.family else ()):
+            groups.setdefault(tag, []).append(r)
+    return {
+        tag: {
+            "count": len(group),
+            "label_accuracy": _ratio(sum(r.label == r.predicted_label for r in group), len(group)),
+        }
+        for tag, group in sorted(groups.items())
+    }
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a dataset split (JSONL) or of a hand-written set (YAML with ``posts``)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return list(yaml.safe_load(text)["posts"])
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def severity_mean_absolute_error(results: list[Scored]) -> float | None:
@@ -175,10 +227,16 @@ def report(figures: dict[str, Any], title: str, images: dict[str, str] | None = 
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     for key, value in figures.items():
         if not isinstance(value, dict | list):
-            shown = (
-                "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else value)
-            )
-            lines.append(f"| {key} | {shown} |")
+            lines.append(f"| {key} | {_shown(value)} |")
+    for name, columns in (
+        ("by_category", ("count", "flagged", "category_accuracy")),
+        ("by_tag", ("count", "label_accuracy")),
+    ):
+        if figures.get(name):
+            lines += ["", f"## {name}", "", f"| {name[3:]} | " + " | ".join(columns) + " |"]
+            lines.append("|---" * (len(columns) + 1) + "|")
+            for key, row in figures[name].items():
+                lines.append(f"| {key} | " + " | ".join(_shown(row[c]) for c in columns) + " |")
     for name in ("label_confusion", "category_confusion", "severity_confusion"):
         matrix = figures[name]
         columns = list(next(iter(matrix.values())))
@@ -223,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--model", type=Path, help="a GGUF, scored by the serving engine")
     model.add_argument("--hf", help="a Hugging Face model (folder, catalog name or Hub id)")
     parser.add_argument("--adapter", type=Path, help="a peft adapter on top of --hf")
-    parser.add_argument("--data", type=Path, required=True, help="a split, e.g. test.jsonl")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="a split (test.jsonl) or a hand-written YAML set"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, help="evaluate only the first N examples")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -231,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.adapter and not args.hf:
         parser.error("--adapter goes with --hf")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with args.data.open(encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle][: args.limit]
+    records = load_records(args.data)[: args.limit]
     if args.model:
         name = args.model.name
         results = score(args.model, records, args.threads)
@@ -244,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     written = write_outputs(metrics(results), args.out, title)
     print(written["report"])  # noqa: T201 - the CLI's result, for scripts
     return 0
+
+
+def _shown(value: Any) -> str:
+    return "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:

@@ -244,6 +244,31 @@ def test_obfuscate_skips_emoji_and_cycles() -> None:
     assert dataset.obfuscate("seggs", 1) == ("$3gg$", "leetspeak")
 
 
+# ---------------------------------------------------------------- templates
+
+
+_FAMILY = (
+    "families:\n  - id: f\n    label: harmful\n    category: harassment\n    severity: high\n"
+    "    slot: code\n    reason: \"'{code}' is aimed at a person\"\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    entries: [kys=kill urself]\n    templates: ['{code} lol']\n", "no variant"),
+        ("    entries: [kys]\n    by_entry: {gkys: ['{code}']}\n", "never uses"),
+        ("    entries: [kys, gkys]\n    by_entry: {kys: ['{code}']}\n", "no templates for"),
+    ],
+)
+def test_templates_are_checked_when_loaded(tmp_path: Path, body: str, message: str) -> None:
+    path = _write(tmp_path / "templates.yaml", _FAMILY + body)
+    with pytest.raises(DatasetError, match=message):
+        dataset.load_templates(path)
+    fine = _write(tmp_path / "ok.yaml", _FAMILY + "    entries: [kys]\n    templates: ['{code}']\n")
+    assert [f.id for f in dataset.load_templates(fine)[1]] == ["f"]
+
+
 # ---------------------------------------------------------------- user data
 
 

@@ -159,6 +159,16 @@ def test_default_size_is_large_and_balanced(full: tuple[Splits, Path]) -> None:
         assert labels[label] / len(rows) >= 0.35, labels
 
 
+def test_train_keeps_every_category_and_severity_the_templates_have(
+    full: tuple[Splits, Path],
+) -> None:
+    splits, _ = full
+    families = dataset.load_templates(dataset.TEMPLATES)[1]
+    wanted = {(f.category, f.severity) for f in families if f.category != "from_entry"}
+    assert {(e.category, e.severity) for e in splits.train} >= wanted
+    assert {c for c, _ in wanted} == {*HARM_CATEGORIES, "none"}
+
+
 def test_every_category_has_harm_with_and_without_algospeak_under_each_obfuscation(
     full: tuple[Splits, Path],
 ) -> None:

@@ -153,10 +153,20 @@ def test_train_keeps_every_severity(small: tuple[Splits, Path]) -> None:
 def test_default_size_is_large_and_balanced(full: tuple[Splits, Path]) -> None:
     _, out = full
     rows = _all(out)
-    assert len(rows) >= 5000
+    assert len(rows) >= 20000
     labels = Counter(r["label"] for r in rows)
     for label in ("harmful", "safe"):
         assert labels[label] / len(rows) >= 0.35, labels
+
+
+def test_at_the_default_size_every_family_gets_its_share(full: tuple[Splits, Path]) -> None:
+    # A family that runs out of distinct posts leaves its share to the others (file order).
+    splits, _ = full
+    families = dataset.load_templates(dataset.TEMPLATES)[1]
+    total = sum(f.weight for f in families)
+    counts = Counter(e.family for _, part in splits.items() for e in part)
+    for family in families:
+        assert counts[family.id] >= int(splits.size * family.weight / total), family.id
 
 
 def test_train_keeps_every_category_and_severity_the_templates_have(

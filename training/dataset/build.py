@@ -19,7 +19,7 @@ from training.dataset.user_data import load_extra
 log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 13
-DEFAULT_SIZE = 6000
+DEFAULT_SIZE = 25000
 # Share of lexicon entries (among those the templates use) held out of train.
 HELD_OUT_ENTRY_SHARE = 0.10
 # Share of seen examples sent to dev, so dev also measures in-distribution fit.

@@ -153,10 +153,30 @@ def test_train_keeps_every_severity(small: tuple[Splits, Path]) -> None:
 def test_default_size_is_large_and_balanced(full: tuple[Splits, Path]) -> None:
     _, out = full
     rows = _all(out)
-    assert len(rows) >= 5000
+    assert len(rows) >= 20000
     labels = Counter(r["label"] for r in rows)
     for label in ("harmful", "safe"):
         assert labels[label] / len(rows) >= 0.35, labels
+
+
+def test_at_the_default_size_every_family_gets_its_share(full: tuple[Splits, Path]) -> None:
+    # A family that runs out of distinct posts leaves its share to the others (file order).
+    splits, _ = full
+    families = dataset.load_templates(dataset.TEMPLATES)[1]
+    total = sum(f.weight for f in families)
+    counts = Counter(e.family for _, part in splits.items() for e in part)
+    for family in families:
+        assert counts[family.id] >= int(splits.size * family.weight / total), family.id
+
+
+def test_train_keeps_every_category_and_severity_the_templates_have(
+    full: tuple[Splits, Path],
+) -> None:
+    splits, _ = full
+    families = dataset.load_templates(dataset.TEMPLATES)[1]
+    wanted = {(f.category, f.severity) for f in families if f.category != "from_entry"}
+    assert {(e.category, e.severity) for e in splits.train} >= wanted
+    assert {c for c, _ in wanted} == {*HARM_CATEGORIES, "none"}
 
 
 def test_every_category_has_harm_with_and_without_algospeak_under_each_obfuscation(
@@ -242,6 +262,31 @@ def test_obfuscate_skips_emoji_and_cycles() -> None:
     assert dataset.obfuscate("🌽", 3) == ("🌽", "none")
     assert dataset.obfuscate("kms", 4)[1] != "homoglyph"  # it swaps none of k, m, s
     assert dataset.obfuscate("seggs", 1) == ("$3gg$", "leetspeak")
+
+
+# ---------------------------------------------------------------- templates
+
+
+_FAMILY = (
+    "families:\n  - id: f\n    label: harmful\n    category: harassment\n    severity: high\n"
+    "    slot: code\n    reason: \"'{code}' is aimed at a person\"\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    entries: [kys=kill urself]\n    templates: ['{code} lol']\n", "no variant"),
+        ("    entries: [kys]\n    by_entry: {gkys: ['{code}']}\n", "never uses"),
+        ("    entries: [kys, gkys]\n    by_entry: {kys: ['{code}']}\n", "no templates for"),
+    ],
+)
+def test_templates_are_checked_when_loaded(tmp_path: Path, body: str, message: str) -> None:
+    path = _write(tmp_path / "templates.yaml", _FAMILY + body)
+    with pytest.raises(DatasetError, match=message):
+        dataset.load_templates(path)
+    fine = _write(tmp_path / "ok.yaml", _FAMILY + "    entries: [kys]\n    templates: ['{code}']\n")
+    assert [f.id for f in dataset.load_templates(fine)[1]] == ["f"]
 
 
 # ---------------------------------------------------------------- user data

@@ -19,7 +19,7 @@ from training.dataset.user_data import load_extra
 log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 13
-DEFAULT_SIZE = 6000
+DEFAULT_SIZE = 25000
 # Share of lexicon entries (among those the templates use) held out of train.
 HELD_OUT_ENTRY_SHARE = 0.10
 # Share of seen examples sent to dev, so dev also measures in-distribution fit.
@@ -79,8 +79,8 @@ def build(seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, extra: Iterable[Pa
 
 
 def _held_out_families(families: Sequence[Family], rng: random.Random) -> set[str]:
-    """One family of each group of three or more alternatives (two of eight or more),
-    never the last train family with its (label, severity)."""
+    """A quarter (at least one) of each group of three or more alternatives, never the last
+    train family with its (label, category, severity)."""
     groups: dict[tuple[str, str, str], list[str]] = {}
     for family in families:
         groups.setdefault(family.group, []).append(family.id)
@@ -91,13 +91,14 @@ def _held_out_families(families: Sequence[Family], rng: random.Random) -> set[st
         if len(ids) < 3:
             continue
         for _ in range(max(1, len(ids) // 4)):
-            # Train must keep every (label, severity) pair, or the model never learns it.
+            # Train must keep every (label, category, severity), or the model never learns it.
             candidates = [
                 i
                 for i in ids
                 if i not in held
                 and any(
-                    (f.label, f.severity) == (by_id[i].label, by_id[i].severity)
+                    (f.label, f.category, f.severity)
+                    == (by_id[i].label, by_id[i].category, by_id[i].severity)
                     for f in families
                     if f.id != i and f.id not in held
                 )

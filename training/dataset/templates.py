@@ -79,6 +79,8 @@ def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> Family:
         if entry_id not in codes:
             raise DatasetError(f"{where}: unknown lexicon code {entry_id!r}")
         entry = codes[entry_id]
+        if variant and variant not in entry.variants:
+            raise DatasetError(f"{where}: {entry_id!r} has no variant {variant!r}")
         variants = [variant] if variant else list(entry.variants)
         choices += [_Choice(entry, v) for v in variants]
     for category in raw.get("pool") or []:
@@ -95,6 +97,12 @@ def _family(raw: dict[str, Any], codes: dict[str, Entry], path: Path) -> Family:
         raise DatasetError(f"{where}: a {slot} slot needs 'entries' or 'pool'")
     if not templates and not by_entry:
         raise DatasetError(f"{where}: no templates")
+    # Every code the family draws needs wording, and by_entry names only codes it draws.
+    used = {c.entry.id for c in choices}
+    if unused := sorted(set(by_entry) - used):
+        raise DatasetError(f"{where}: by_entry names codes the family never uses: {unused}")
+    if not templates and (unworded := sorted(used - set(by_entry))):
+        raise DatasetError(f"{where}: no templates for {unworded}")
     category = raw.get("category")
     reason = str(raw.get("reason") or "").strip()
     _check_reason(reason, slot, (*templates, *(t for ts in by_entry.values() for t in ts)), where)

@@ -300,8 +300,9 @@ class Matcher:
 
     def _stretched(self, letters: str) -> list[str]:
         """The spellings ``letters`` may be a stretched form of (none unless some letter is
-        written three times or more)."""
-        if not _ELONGATED.search(letters):
+        written three times or more, and none for one letter repeated: "kkkkk" is laughter in
+        Portuguese, "zzzz" sleep, not a stretched "kkk")."""
+        if not _ELONGATED.search(letters) or len(set(letters)) == 1:
             return []
         readings = self._squeezed.get(_REPEATS.sub(r"\1", letters), ())
         return [spelling for spelling in readings if _stretches(letters, spelling)]

@@ -72,7 +72,7 @@ ENV ALGOSPEAK_HOME=/tmp/model
 WORKDIR /app
 COPY algospeak algospeak
 COPY artifacts artifacts
-COPY models/default models/default
+COPY models/default/adapter.gguf models/default/manifest.json models/default/
 RUN python -m artifacts.shipped \
     && rm -rf /tmp/model/models/bases
 
@@ -106,7 +106,7 @@ COPY artifacts artifacts
 COPY service service
 COPY deploy/healthcheck.py deploy/healthcheck.py
 # The shipped adapter and its manifest; with MODEL=default also the prepared model.
-COPY models/default models/default
+COPY models/default/adapter.gguf models/default/manifest.json models/default/
 COPY --from=model /tmp/model/ ./
 # Compiled once here, since the running user cannot write next to the sources. models/ belongs
 # to that user so that a fresh named volume mounted there does too.

@@ -4,6 +4,7 @@ first start of the shipped default model make."""
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 from artifacts.gguf_types import FILE_TYPES
@@ -19,7 +20,8 @@ def quantize_file(source: Path, output: Path, quantization: str, *, threads: int
     params.ftype = FILE_TYPES[quantization]
     params.nthread = threads
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    # Per process: several replicas preparing one shared folder never write the same file.
+    partial = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
     try:
         status = llama_cpp.llama_model_quantize(
             str(source).encode(), str(partial).encode(), ctypes.byref(params)

@@ -144,7 +144,10 @@ def test_final_stage_has_no_compiler_and_only_what_serving_needs(
     from_context, from_stages = copy_sources(final)
     top_level = {source.split("/")[0] for source in from_context}
     assert {"algospeak", "service"} <= top_level
-    assert not top_level & {"tests", "training", "conversion", "models", "bench", ".venv", "."}
+    assert not top_level & {"tests", "training", "conversion", "bench", ".venv", "."}
+    # Of models/, only the shipped adapter and its manifest (serving prepares the model).
+    shipped = {"models/default/adapter.gguf", "models/default/manifest.json"}
+    assert {source for source in from_context if source.startswith("models")} == shipped
     # The only other stages it takes files from: the virtualenv and the (optional) model.
     assert {stage for stage, _ in from_stages} <= {"builder", "model"}
 
@@ -172,15 +175,18 @@ def test_final_stage_runs_the_serve_command_as_non_root_with_a_readiness_healthc
 def test_model_is_baked_in_only_with_the_build_arg(
     dockerfile: tuple[dict[str, str], list[Stage]],
 ) -> None:
-    """MODEL=none (the default) copies an empty folder into models/; MODEL=default copies what
-    the model-default stage built with ``recipes.default_model``, and nothing else of it."""
+    """MODEL=none (the default) copies an empty folder into models/; MODEL=default copies the
+    model the model-default stage prepared the way serving does (``artifacts.shipped``, no
+    torch: the stage is based on the serving builder, not the trainer)."""
     global_args, stages = dockerfile
     assert global_args["MODEL"] == "none"
     model = stage_named(stages, "model")
     assert model.base == f"model-{global_args['MODEL']}"
-    assert stage_named(stages, "model-none").instructions == [("RUN", "mkdir -p /tmp/model")]
-    build = " ".join(stage_named(stages, "model-default").args_of("RUN"))
-    assert "python -m recipes.default_model --install-dir /tmp/model/default" in build
+    none = stage_named(stages, "model-none").instructions
+    assert none == [("RUN", "mkdir -p /tmp/model/models")]
+    default = stage_named(stages, "model-default")
+    assert default.base == "builder"
+    assert "python -m artifacts.shipped" in " ".join(default.args_of("RUN"))
     _, from_stages = copy_sources(stages[-1])
     assert [path for stage, path in from_stages if stage == "model"] == ["/tmp/model/"]
 
@@ -188,7 +194,7 @@ def test_model_is_baked_in_only_with_the_build_arg(
 def test_trainer_stage_exists_and_builds_the_default_model_by_default(
     dockerfile: tuple[dict[str, str], list[Stage]],
 ) -> None:
-    """The compose file's one-shot `model` service runs the trainer stage's CMD, which installs
+    """The compose file's one-shot `model` service runs the trainer stage's CMD, which retrains
     the default model into models/default (the volume) as the same non-root user."""
     _, stages = dockerfile
     trainer = stage_named(stages, "trainer")

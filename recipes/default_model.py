@@ -102,6 +102,7 @@ def dataset_sha256(folder: Path) -> str:
 def run(plan: Build) -> Path:
     """Run every stage and install the adapter, its manifest and report; returns the folder."""
     work = plan.work_dir
+    revision = _revision()  # the code the run starts from, whatever changes meanwhile
     with plan.stage("base"):
         base_gguf = fetch(BASE)
         resolve_base(BASE)  # the Hugging Face folder training and verification load
@@ -134,7 +135,7 @@ def run(plan: Build) -> Path:
         "quantization": chosen["quantization"],
         "quantizations": table,
         "dataset_sha256": data_sha,
-        "code_revision": _revision(),
+        "code_revision": revision,
         "training": _training_record(adapter, config),
         "learning_curve": curve,
         "stages_s": plan.stages,

@@ -112,6 +112,7 @@ def run(plan: Build) -> Path:
     with plan.stage("train"):
         config = load_config(PRESET, [*_run_settings(work, data_sha), *plan.overrides])
         adapter = train(config)
+    seconds = _add_training_time(config.output_dir, plan.stages["train"])
     with plan.stage("curve"):
         curve = learning_curve(config, base_gguf, work / "dataset" / "dev.jsonl", plan)
     with plan.stage("adapter"):
@@ -136,7 +137,7 @@ def run(plan: Build) -> Path:
         "quantizations": table,
         "dataset_sha256": data_sha,
         "code_revision": revision,
-        "training": _training_record(adapter, config),
+        "training": _training_record(adapter, config) | {"seconds": round(seconds)},
         "learning_curve": curve,
         "stages_s": plan.stages,
         "metrics": {
@@ -158,6 +159,15 @@ def _run_settings(work: Path, data_sha: str) -> list[str]:
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(data_sha + "\n")
     return [f"dataset={work / 'dataset'}", f"output_dir={run_dir}", "resume=true"]
+
+
+def _add_training_time(run_dir: Path, seconds: float) -> float:
+    """The run's training time so far: this session's ``seconds`` added to what earlier
+    sessions of the same run recorded (``train_seconds`` in the run folder)."""
+    record = run_dir / "train_seconds"
+    total = (float(record.read_text()) if record.is_file() else 0.0) + seconds
+    record.write_text(f"{total:.1f}\n")
+    return total
 
 
 def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict[str, Any]]:
@@ -305,13 +315,9 @@ def _training_record(adapter: Path, config: Any) -> dict[str, Any]:
     settings = {k: v for k, v in run["config"].items() if k not in ("dataset", "output_dir")}
     result = run.get("metrics", {})
     steps = max((entry.get("step", 0) for entry in run.get("log", [])), default=0)
-    # A resumed run's runtime covers its last session only: scaled to all steps by that pace.
-    first = int((run.get("resumed_from") or "checkpoint-0").rsplit("-", 1)[-1])
-    seconds = float(result.get("train_runtime", 0)) * steps / max(steps - first, 1)
     return {
         "config": settings,
         "seed": config.seed,
-        "seconds": round(seconds),
         "steps": steps,
         "examples_seen": steps * config.batch_size * config.gradient_accumulation,
         "final_loss": result.get("train_loss"),

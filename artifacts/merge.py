@@ -17,8 +17,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_LORA_A, _LORA_B = ".lora_a", ".lora_b"
-
 
 class MergeError(ValueError):
     """The adapter does not fit the base (another architecture, or tensors that are missing
@@ -39,7 +37,8 @@ def merge_lora(
     partial = output.with_name(f".{output.name}.partial")
     writer = gguf.GGUFWriter(partial, arch=_architecture(base_reader))
     try:
-        _copy_metadata(base_reader, writer, metadata or {})
+        # The file type is the writer's to say: f16 now, whatever the base was.
+        copy_metadata(base_reader, writer, drop=("general.file_type",), replace=metadata)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
         for tensor in base_reader.tensors:
             weights = _dequantized(tensor)
@@ -80,7 +79,7 @@ def _deltas(adapter: Any, base: Any) -> dict[str, np.ndarray]:
     shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in base.tensors}
     deltas = {}
     for name, pair in pairs.items():
-        if set(pair) != {_LORA_A[1:], _LORA_B[1:]}:
+        if set(pair) != {"lora_a", "lora_b"}:
             raise MergeError(f"adapter tensor {name} lacks its lora_a or lora_b half")
         a, b = pair["lora_a"].astype(np.float32), pair["lora_b"].astype(np.float32)
         delta = (alpha / a.shape[0]) * (b @ a)
@@ -98,14 +97,18 @@ def _dequantized(tensor: Any) -> np.ndarray:
     return gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
 
 
-def _copy_metadata(reader: Any, writer: Any, replace: dict[str, str]) -> None:
-    """Every key of ``reader`` but those the writer sets itself, then ``replace``'s strings."""
+def copy_metadata(
+    reader: Any, writer: Any, *, drop: tuple[str, ...] = (), replace: dict[str, str] | None = None
+) -> None:
+    """Copy every metadata key of the GGUF ``reader`` to ``writer`` except the architecture
+    (the writer's own), those starting with one of ``drop`` and those in ``replace``, then
+    ``replace``'s keys as strings."""
     import gguf
 
+    replace = replace or {}
     for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in (
+        if field.name.startswith(("GGUF.", *drop)) or field.name in (
             gguf.Keys.General.ARCHITECTURE,
-            gguf.Keys.General.FILE_TYPE,
             *replace,
         ):
             continue

@@ -8,6 +8,7 @@ import struct
 from collections import Counter
 from pathlib import Path
 
+from artifacts.merge import copy_metadata
 from conversion.errors import ConversionError
 
 
@@ -79,7 +80,7 @@ def _skip_value(data: mmap.mmap, offset: int, kind: int) -> int:
 
 
 # Keys llama.cpp's converters fill from the local folders they read: paths of the build machine.
-_LOCAL_KEYS = ("general.base_model.", "general.tags", "general.name", "general.basename")
+_LOCAL_KEYS = ("general.base_model.", "general.tags", "general.basename")
 
 
 def without_local_paths(path: Path, name: str) -> None:
@@ -91,16 +92,7 @@ def without_local_paths(path: Path, name: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
     writer = gguf.GGUFWriter(partial, arch=str(reader.fields["general.architecture"].contents()))
     try:
-        for field in reader.fields.values():
-            if (
-                field.name.startswith(("GGUF.", *_LOCAL_KEYS))
-                or field.name == "general.architecture"
-            ):
-                continue
-            kind = field.types[0]
-            sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-        writer.add_name(name)
+        copy_metadata(reader, writer, drop=_LOCAL_KEYS, replace={"general.name": name})
         for tensor in reader.tensors:
             writer.add_tensor_info(
                 tensor.name,

@@ -4,7 +4,8 @@ Two kinds of entries:
 
 - *codes* stand for something else ("unalive" means "kill"); each variant has a plain
   replacement. Ambiguous codes are ordinary words too ("corn") and carry context cues that
-  license the coded reading, and optionally ``against`` cues that veto it. Cue lists shared by
+  license the coded reading, and optionally ``against`` cues that veto it (an unambiguous code
+  may carry a few vetoes too: "kms" after driving is kilometres). Cue lists shared by
   many entries (a threat, a weather or gaming context) are named once under ``contexts`` and
   referred to as ``"@name"`` inside ``cues`` and ``against``; a context named after a
   category (``drugs``: selling, a plug, a party) licenses every ambiguous code of it.
@@ -247,8 +248,8 @@ def _entry(
         raise LexiconError(
             f"{where}: an ambiguous code needs 'cues' that license its coded reading"
         )
-    if not ambiguous and (cues or against):
-        raise LexiconError(f"{where}: 'cues'/'against' only apply to ambiguous codes")
+    if not ambiguous and cues:
+        raise LexiconError(f"{where}: 'cues' only apply to ambiguous codes")
     return Entry(
         entry_id,
         kind,

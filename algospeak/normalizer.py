@@ -167,11 +167,13 @@ class Normalizer:
         pending: list[_Found] = []
         for f in found:
             entry = f.match.entry
-            if not entry.ambiguous:
+            # An unambiguous code may still list a few vetoes ("kms" after driving is kilometres).
+            veto = context.find_cue(entry.against, context.window(f.sentence))
+            if not entry.ambiguous and not veto:
                 f.confirmed = True
             elif disguise := sorted(f.rules & _DISGUISES):
                 f.confirmed, f.reason = True, f"written in disguise ({', '.join(disguise)})"
-            elif veto := context.find_cue(entry.against, context.window(f.sentence)):
+            elif veto:
                 f.reason = f"context points to the ordinary meaning ('{veto}')"
             else:
                 f.reason = "no nearby context supports the coded reading"

@@ -36,13 +36,18 @@ TEST = DATA / "normalizer_handwritten.yaml"
 
 
 def decoded(term: dict, output: str) -> bool:
-    """The term's coded spelling is gone and one of its meanings is there, as whole words
-    (a hyphen and a blank count as the same: "self-harm" is "self harm")."""
+    """The term's coded spelling is gone and one of its meanings is there, both as whole words
+    ("mia" is gone from "bulimia"; a hyphen and a blank count as the same: "self-harm" is
+    "self harm")."""
     lowered = output.lower().replace("-", " ")
     code = term["code"].lower().replace("-", " ")
     means = [m.replace("-", " ") for m in term["means"]]
-    gone = code in means or code not in lowered
-    return gone and any(re.search(rf"(?<!\w){re.escape(m)}(?!\w)", lowered) for m in means)
+
+    def has(words: str) -> bool:
+        return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", lowered) is not None
+
+    gone = code in means or not has(code)
+    return gone and any(has(m) for m in means)
 
 
 def score(normalize: Callable[[str], str], data: dict) -> tuple[float, float, list[str]]:

@@ -211,15 +211,21 @@ def main(config: TrainConfig) -> Path:
     the tokenizer and ``run.json`` (config, dataset hash, library versions, metrics)."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    setup = build_trainer(config)
-    trainer = setup.trainer
+    adapter = config.output_dir / "adapter"
     checkpoint = None
     if config.resume and config.output_dir.is_dir():
         checkpoint = get_last_checkpoint(str(config.output_dir))
     if config.resume and checkpoint is None:
         logger.warning("no checkpoint in %s: starting from the beginning", config.output_dir)
+    # Resuming a finished run would train one step more (transformers), so a finished run
+    # with its adapter saved is returned as it is.
+    finished = checkpoint and 0 < config.max_steps <= int(checkpoint.rsplit("-", 1)[1])
+    if finished and (adapter / "run.json").is_file():
+        logger.info("%s finished at step %d: keeping it", config.output_dir, config.max_steps)
+        return adapter
+    setup = build_trainer(config)
+    trainer = setup.trainer
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = config.output_dir / "adapter"
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
     run = {

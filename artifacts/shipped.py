@@ -109,7 +109,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     """What a manifest may tell the service's users: what the model is, how it was trained
     and how it scored, without the per-step training log."""
     keep = ("name", "version", "base", "base_sha256", "quantization", "adapter_sha256")
-    keep += ("dataset_sha256", "code_revision", "training", "metrics")
+    keep += ("dataset_sha256", "code_revision", "training", "calibration", "metrics")
     return {key: manifest[key] for key in keep if key in manifest}
 
 

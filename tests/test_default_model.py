@@ -14,6 +14,7 @@ from service.engine import Engine
 
 # Two optimizer steps and a handful of texts: enough to prove the chain, not to make a model.
 REDUCED = ["--eval-limit", "6", "--samples", "6", "--curve-examples", "6", "--threads", "2"]
+REDUCED += ["--calibration-examples", "12"]
 TRAINING = ["max_steps=2", "save_steps=1", "max_examples=8", "batch_size=4", "warmup_steps=0"]
 
 
@@ -30,7 +31,7 @@ def test_the_build_installs_a_verified_evaluated_adapter(installed: Path) -> Non
     adapter = installed / shipped.ADAPTER_FILE
     assert 100_000 < adapter.stat().st_size <= 25 * 2**20
     assert manifest["adapter_sha256"] == sha256_of(adapter)
-    stages = {"base", "dataset", "train", "curve", "adapter", "quantize", "evaluate"}
+    stages = {"base", "dataset", "train", "curve", "adapter", "quantize", "calibrate", "evaluate"}
     assert set(manifest["stages_s"]) == stages
     table = manifest["quantizations"]
     assert {row["quantization"] for row in table} == set(default_model.CANDIDATES)
@@ -40,8 +41,9 @@ def test_the_build_installs_a_verified_evaluated_adapter(installed: Path) -> Non
     assert [row["step"] for row in manifest["learning_curve"]] == [0, 1, 2]
     sets = ("test split", "hand-written")
     assert set(manifest["metrics"]) == {
-        f"{m} / {s}" for m in ("tuned", "untuned base") for s in sets
+        f"{m} / {s}" for m in ("tuned", "tuned, uncalibrated", "untuned base") for s in sets
     }
+    assert set(manifest["calibration"]) >= {"label_scale", "label_shift", "category_shift"}
     assert manifest["metrics"]["tuned / hand-written"]["examples"] == 6
     report = (installed / "report.md").read_text()
     assert "Learning curve" in report and "by_category" in report and "by_tag" in report

@@ -14,6 +14,7 @@ from artifacts import shipped
 from artifacts.merge import MergeError, merge_lora
 from recipes.default_model import NAME, dataset_sha256
 from service.app import create_app
+from service.calibration import Calibration
 from service.engine import Engine
 from service.settings import Settings
 from tests.conftest import running_server
@@ -43,6 +44,7 @@ def test_the_manifest_says_what_the_model_is_and_how_it_scored() -> None:
     assert len(manifest["base_sha256"]) == len(manifest["adapter_sha256"]) == 64
     assert manifest["training"]["seed"] and manifest["training"]["hardware"]
     assert manifest["code_revision"] and manifest["learning_curve"]
+    assert Calibration.from_manifest(manifest) != Calibration()  # fitted on dev
     assert {"tuned / test split", "tuned / hand-written"} <= set(manifest["metrics"])
     assert (shipped.SHIPPED_DIR / shipped.ADAPTER_FILE).stat().st_size <= 25 * 2**20
     assert "/root/" not in json.dumps(manifest) and "/home/" not in json.dumps(manifest)
@@ -57,7 +59,10 @@ def test_preparing_builds_the_served_model_once(prepared: Path) -> None:
 def test_the_prepared_model_is_the_base_with_the_adapter(prepared: Path, smollm2_gguf) -> None:
     """Merged at first start or applied at run time by llama.cpp, the answers agree."""
     merged = Engine(prepared, threads=2)
-    layered = Engine(smollm2_gguf, threads=2, lora_path=shipped.load().adapter)
+    calibration = Calibration.from_manifest(shipped.load().manifest)
+    layered = Engine(
+        smollm2_gguf, threads=2, lora_path=shipped.load().adapter, calibration=calibration
+    )
     try:
         for text in TEXTS:
             a, b = merged.classify(text, normalize(text)), layered.classify(text, normalize(text))
@@ -81,6 +86,7 @@ def test_the_service_serves_the_shipped_model_by_name(
     version = shipped.load().manifest["version"]
     assert info["model"]["name"] == answer["model"] == f"{NAME}@{version}"
     assert info["model"]["manifest"]["dataset_sha256"] == shipped.load().manifest["dataset_sha256"]
+    assert info["model"]["manifest"]["calibration"] == shipped.load().manifest["calibration"]
     assert str(tmp_path) not in json.dumps(info)
 
 

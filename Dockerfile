@@ -1,15 +1,16 @@
-# syntax=docker/dockerfile:1
-#
 # The algospeak moderation service, `python -m service`, as a small non-root image.
 #
 #   docker build -t algospeak-moderation .               # prepares the default model at first start
+#   deploy/offline-base.sh && docker build --network=host \
+#     --build-arg PYTHON_IMAGE=algospeak-python:3.11-bookworm -t algospeak-moderation .  # offline
 #   docker build --build-arg MODEL=default -t algospeak-moderation:with-model .  # prepared in it
 #   docker build --target trainer -t algospeak-moderation-trainer .        # trains models
 #
 # Stages: builder (compilers; llama-cpp-python and the other serving wheels into /opt/venv),
-# trainer (builder + torch and the training/conversion packages), model-default (prepares the
-# shipped default model: the base from its package with models/default/adapter.gguf merged in,
-# no torch, ~15 s), and the final stage, which copies only the virtualenv, the service's source,
+# venv (that virtualenv less what serving never loads), trainer (builder + torch and the
+# training/conversion packages), model-default (prepares the shipped default model: the base
+# from its package with models/default/adapter.gguf merged in, no torch, ~15 s), and the final
+# stage, which copies only the virtualenv, the service's source,
 # the shipped adapter and, with MODEL=default, the prepared model.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -32,10 +33,28 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 # Dependencies only (not the project): this layer is rebuilt when pyproject.toml changes.
+# deploy/serve.lock pins every package (llama-cpp-python included), so two builds of one commit
+# install the same versions.
 COPY pyproject.toml ./
-COPY deploy/requirements.py deploy/
+COPY deploy/requirements.py deploy/serve.lock deploy/
 RUN python deploy/requirements.py serve > requirements-serve.txt \
-    && CMAKE_ARGS="${CMAKE_ARGS}" pip install -r requirements-serve.txt
+    && CMAKE_ARGS="${CMAKE_ARGS}" pip install -r requirements-serve.txt -c deploy/serve.lock
+
+# The virtualenv the runtime takes: the builder's, less what serving never loads: pip and
+# setuptools; the second copy of llama.cpp's libraries (and its headers and CMake files) that
+# its build installs beside the package; the same library under three names, now one file and
+# two links; wordfreq's word lists other than English (the normalizer reads English only).
+FROM builder AS venv
+RUN site=/opt/venv/lib/python3.11/site-packages \
+    && rm -rf "$site/lib" "$site/include" \
+    && find "$site/wordfreq/data" -type f ! -name '*_en.*' -delete \
+    && cd "$site/llama_cpp/lib" \
+    && for lib in *.so; do \
+        for copy in "$lib".*; do \
+            if cmp -s "$lib" "$copy"; then ln -sf "$lib" "$copy"; fi; \
+        done; \
+    done \
+    && pip uninstall -y -q pip setuptools
 
 # What building a model needs on top of serving. The compose file's `model` service runs it.
 FROM builder AS trainer
@@ -100,7 +119,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     ALGOSPEAK_PORT=8000 \
     ALGOSPEAK_HOME=/app
 WORKDIR /app
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=venv /opt/venv /opt/venv
 COPY algospeak algospeak
 COPY artifacts artifacts
 COPY service service

@@ -9,7 +9,7 @@ PORT   ?= $(or $(ALGOSPEAK_PORT),8000)
 # Models live under $ALGOSPEAK_HOME/models (artifacts/locations.py): for make, this checkout.
 export ALGOSPEAK_HOME ?= $(CURDIR)
 
-.PHONY: serve model test lint format bench base clean
+.PHONY: serve model test lint format bench base image-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench: $(VENV)/.dev
 	@status=0; for name in $(BENCHES); do \
 		echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || status=1; \
 	done; exit $$status
+
+# The image and the compose stack built and run for real (deploy/image-test.sh): needs root and
+# Debian's docker.io, docker-compose and debootstrap; starts a Docker engine if none runs.
+image-test: $(VENV)/.serve
+	VENV_PYTHON=$(BIN)/python bash deploy/image-test.sh
 
 # Fetch the SmolLM2 base GGUF (sha256-checked) into models/bases/; prints its path.
 base: $(VENV)/.serve

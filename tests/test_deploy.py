@@ -127,7 +127,8 @@ def test_dockerfile_builds_wheels_in_a_builder_and_serves_from_slim_python_311(
     assert "requirements.py serve" in builder_run
     assert "pip install" in builder_run
     _, from_stages = copy_sources(final)
-    assert ("builder", "/opt/venv") in from_stages
+    assert ("venv", "/opt/venv") in from_stages
+    assert stage_named(stages, "venv").base == "builder"
     assert env_of(final)["PATH"].startswith("/opt/venv/bin:")
 
 
@@ -149,7 +150,7 @@ def test_final_stage_has_no_compiler_and_only_what_serving_needs(
     shipped = {"models/default/adapter.gguf", "models/default/manifest.json"}
     assert {source for source in from_context if source.startswith("models")} == shipped
     # The only other stages it takes files from: the virtualenv and the (optional) model.
-    assert {stage for stage, _ in from_stages} <= {"builder", "model"}
+    assert {stage for stage, _ in from_stages} <= {"venv", "model"}
 
 
 def test_final_stage_runs_the_serve_command_as_non_root_with_a_readiness_healthcheck(
@@ -315,13 +316,18 @@ def test_healthcheck_passes_only_on_200(server_url: str) -> None:
     assert run_healthcheck("/healthz", free_port()).returncode == 1
 
 
-def test_requirements_lists_dependencies_of_the_extras_without_the_project() -> None:
-    """``serve`` is the core plus serving (llama-cpp-python, no torch); extras naming the project
-    are expanded; an unknown extra is an error, not an empty list."""
+def deploy_requirements():
+    """deploy/requirements.py as a module (it is a script, not a package)."""
     spec = importlib.util.spec_from_file_location("deploy_requirements", DEPLOY / "requirements.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    requirements = module.requirements
+    return module
+
+
+def test_requirements_lists_dependencies_of_the_extras_without_the_project() -> None:
+    """``serve`` is the core plus serving (llama-cpp-python, no torch); extras naming the project
+    are expanded; an unknown extra is an error, not an empty list."""
+    requirements = deploy_requirements().requirements
     serve = requirements(["serve"])
     names = {re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0].lower() for line in serve}
     assert {"pyyaml", "fastapi", "llama-cpp-python", "prometheus-client"} <= names
@@ -454,7 +460,8 @@ def test_load_balancer_publishes_8000_and_proxies_to_api(compose: dict, nginx: D
     deploy/nginx.conf, and that config proxies to the api service on the api's port."""
     lb, api = compose["services"]["lb"], compose["services"]["api"]
     assert "api" in lb["depends_on"]
-    assert lb["image"].startswith("nginx:")
+    # nginx from Docker Hub unless ALGOSPEAK_NGINX_IMAGE names a local one (make image-test).
+    assert re.fullmatch(r"\$\{ALGOSPEAK_NGINX_IMAGE:-nginx:[\w.-]+\}", lb["image"])
     (published,) = lb["ports"]
     host_port, container_port = published.rsplit(":", 1)
     assert host_port.endswith("8000}") or host_port == "8000"
@@ -488,14 +495,19 @@ def test_nginx_passes_request_ids_and_client_addresses(nginx: Directive) -> None
 
 
 def test_nginx_limits_match_the_service(compose: dict, nginx: Directive) -> None:
-    """client_max_body_size equals the service's body limit (compose's and the default), and
-    nginx waits longer than the service's own request timeout, so the service's 504 arrives."""
+    """client_max_body_size equals the service's body limit (compose's and the default);
+    nginx waits longer than the service's own request timeout, so the service's 504 arrives;
+    a replica that cannot be reached is skipped."""
     env = compose["services"]["api"]["environment"]
     body_limit = nginx_bytes(nginx.arg("client_max_body_size")[0])
     assert body_limit == int(env["ALGOSPEAK_MAX_BODY_BYTES"]) == Settings().max_body_bytes
     read_timeout = nginx_seconds(nginx.arg("proxy_read_timeout")[0])
     assert read_timeout > float(env["ALGOSPEAK_REQUEST_TIMEOUT_S"])
     assert nginx_seconds(nginx.arg("proxy_connect_timeout")[0]) <= 10
+    # A timed-out connection (a killed replica) is retried, a timed-out answer never is: the
+    # retry window closes long before the read timeout.
+    assert "timeout" in nginx.arg("proxy_next_upstream")
+    assert nginx_seconds(nginx.arg("proxy_next_upstream_timeout")[0]) < read_timeout
 
 
 def test_nginx_configuration_is_accepted_by_nginx(tmp_path: Path) -> None:
@@ -603,3 +615,39 @@ def test_service_and_autoscaler_target_the_deployment(manifests: dict[str, dict]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert "cpu" in the_container(deployment)["resources"]["requests"]
+
+
+# ----- what the image installs, and the offline build
+
+
+def test_the_dockerfile_pulls_no_build_frontend() -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image from Docker Hub, which fails on
+    an offline machine; nothing in the Dockerfile needs one."""
+    assert not re.search(r"(?im)^#\s*syntax\s*=", (ROOT / "Dockerfile").read_text())
+
+
+def test_the_image_installs_the_locked_versions(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    """The builder installs the serve requirements under deploy/serve.lock, which pins one
+    version of every package, each inside what pyproject.toml allows."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    builder_run = " ".join(stage_named(dockerfile[1], "builder").args_of("RUN"))
+    assert "-c deploy/serve.lock" in builder_run
+    lines = (DEPLOY / "serve.lock").read_text(encoding="utf-8").splitlines()
+    pins = {}
+    for line in (line for line in lines if line and not line.startswith("#")):
+        name, version = line.split("==")
+        pins[canonicalize_name(name)] = version
+    for line in deploy_requirements().requirements(["serve"]):
+        requirement = Requirement(line)
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned and requirement.specifier.contains(pinned, prereleases=True), line
+
+
+@pytest.mark.parametrize("script", ["offline-base.sh", "image-test.sh"])
+def test_the_docker_scripts_parse(script: str) -> None:
+    """`make image-test` runs them for real (.ci/run); here only that bash can read them."""
+    subprocess.run(["bash", "-n", str(DEPLOY / script)], check=True, timeout=30)

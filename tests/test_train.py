@@ -185,3 +185,8 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path: Path, smollm2_hf) -
     # Steps 1-2 come back from the checkpoint as they were logged; only 3-4 were trained again.
     assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
     assert steps[:2] == [entry for entry in first["log"] if "loss" in entry]
+    # Resuming the finished run trains nothing more (no checkpoint-5) and keeps its adapter.
+    before = (adapter / "run.json").read_bytes()
+    assert main(TrainConfig(max_steps=4, resume=True, **settings)) == adapter
+    assert not (tmp_path / "run" / "checkpoint-5").exists()
+    assert (adapter / "run.json").read_bytes() == before

@@ -195,6 +195,12 @@ def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict
     per_step = config.batch_size * config.gradient_accumulation
     rows = []
     for step, checkpoint in [(0, None), *((int(c.name.split("-")[1]), c) for c in checkpoints)]:
+        # Kept in the run folder (which goes when the dataset changes): a rerun scores only
+        # what it has not scored yet.
+        done = config.output_dir / "curve" / f"{step}-of-{len(records)}.json"
+        if done.is_file():
+            rows.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
         lora = None
         if checkpoint is not None:
             lora = convert_lora(checkpoint, plan.work_dir / "curve" / f"{checkpoint.name}.gguf")
@@ -205,6 +211,8 @@ def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict
             engine.close()
         rows.append({"step": step, "examples": step * per_step} | {k: figures[k] for k in HEADLINE})
         log.info("learning curve: %s", rows[-1])
+        done.parent.mkdir(exist_ok=True)
+        done.write_text(json.dumps(rows[-1]), encoding="utf-8")
     return rows
 
 

@@ -54,6 +54,21 @@ def test_fitting_recovers_the_scale_and_shift_that_generated_the_labels() -> Non
     )
 
 
+def test_a_dev_set_the_model_separates_perfectly_gives_a_finite_calibration() -> None:
+    """A confident model right on every dev example: no maximum-likelihood optimum exists, and
+    the fit must stay finite and keep the boundary where it was."""
+    observed = [
+        Observed(
+            answer(sigmoid(x), {"hate": 1.0}), *(("harmful", "hate") if x > 0 else ("safe", "none"))
+        )
+        for x in [-13.0, -12.0, -9.0, -6.0, 6.0, 9.0, 12.0, 13.0] * 100
+    ]
+    calibration = fit(observed)
+    assert 0 < calibration.label_scale < 20 and abs(calibration.label_shift) < 5
+    assert calibration.labels({"harmful": 0.99, "safe": 0.01})["harmful"] > 0.9
+    assert calibration.labels({"harmful": 0.01, "safe": 0.99})["harmful"] < 0.1
+
+
 def test_fitting_corrects_a_model_that_leans_toward_one_category() -> None:
     """Hate posts scored 0.6 violence / 0.4 hate, violence posts 0.9 / 0.1: a shift toward hate
     makes both right, as the likelihood prefers."""

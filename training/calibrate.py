@@ -18,8 +18,11 @@ from service.scoring import Classification
 
 log = logging.getLogger(__name__)
 
-# L2 pull toward the identity: a category seen a few times on dev cannot run away.
-_RIDGE = 0.01
+# L2 pulls toward the identity: a dev set the model separates perfectly cannot send the label's
+# scale to infinity (on the summed loss), and a category seen a few times on dev cannot run away
+# (on the mean loss).
+_LABEL_RIDGE = 1.0
+_CATEGORY_RIDGE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +48,35 @@ def fit(observed: Sequence[Observed]) -> Calibration:
     return calibration
 
 
-def _fit_label(x: np.ndarray, y: np.ndarray, steps: int = 50) -> tuple[float, float]:
-    """(scale, shift) of sigmoid(scale * x + shift) fitted to ``y`` by Newton's method."""
+def _fit_label(x: np.ndarray, y: np.ndarray, steps: int = 100) -> tuple[float, float]:
+    """(scale, shift) of sigmoid(scale * x + shift) fitted to ``y``: Newton's method, each step
+    halved until the (ridge-penalized) loss goes down. A confident model's logits sit far from
+    0, where the curvature is tiny and a plain Newton step overshoots by orders of magnitude."""
     features = np.stack([x, np.ones_like(x)], axis=1)
-    weights = np.array([1.0, 0.0])
-    prior = weights.copy()
+    prior = np.array([1.0, 0.0])
+
+    def loss(weights: np.ndarray) -> float:
+        z = features @ weights
+        # log(1 + e^z) - y z, computed without overflow.
+        return (
+            float(np.sum(np.logaddexp(0.0, z) - y * z))
+            + _LABEL_RIDGE * float(np.sum((weights - prior) ** 2)) / 2
+        )
+
+    weights = prior.copy()
+    current = loss(weights)
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(features @ weights)))
-        gradient = features.T @ (p - y) + _RIDGE * (weights - prior)
-        hessian = (features * (p * (1 - p))[:, None]).T @ features + _RIDGE * np.eye(2)
+        gradient = features.T @ (p - y) + _LABEL_RIDGE * (weights - prior)
+        hessian = (features * (p * (1 - p))[:, None]).T @ features + _LABEL_RIDGE * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
-        weights -= step
-        if np.abs(step).max() < 1e-9:
+        while np.abs(step).max() > 1e-12:
+            candidate = weights - step
+            if (value := loss(candidate)) < current:
+                weights, current = candidate, value
+                break
+            step /= 2
+        else:
             break
     return float(weights[0]), float(weights[1])
 
@@ -77,7 +97,7 @@ def _fit_categories(harmful: Sequence[Observed], steps: int = 500) -> dict[str, 
         scores = log_p + shifts
         p = np.exp(scores - scores.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        gradient = (p - truth).mean(axis=0) + _RIDGE * shifts
+        gradient = (p - truth).mean(axis=0) + _CATEGORY_RIDGE * shifts
         shifts -= 1.0 * gradient
         shifts -= shifts.mean()
     return {c: float(s) for c, s in zip(names, shifts, strict=True)}

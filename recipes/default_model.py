@@ -82,9 +82,9 @@ class Build:
     work_dir: Path
     overrides: list[str]
     threads: int
-    eval_limit: int | None = None  # evaluate only this many examples of each set
+    eval_limit: int | None = 800  # evaluate the first this many examples of each set
     samples: int = 48  # dev texts each quantization is verified and timed on
-    curve_examples: int = 300  # dev examples each checkpoint is scored on
+    curve_examples: int = 150  # dev examples each checkpoint is scored on
     calibration_examples: int = 1000  # dev examples the calibration is fitted on
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -390,9 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work-dir", type=Path, help="default: models/default-build in the data home"
     )
-    parser.add_argument("--eval-limit", type=int, help="evaluate only N examples of each set")
+    parser.add_argument(
+        "--eval-limit", type=int, default=800, help="evaluate the first N examples of each set"
+    )
     parser.add_argument("--samples", type=int, default=48, help="dev texts to verify and time")
-    parser.add_argument("--curve-examples", type=int, default=300, help="dev texts per checkpoint")
+    parser.add_argument("--curve-examples", type=int, default=150, help="dev texts per checkpoint")
     parser.add_argument(
         "--calibration-examples", type=int, default=1000, help="dev texts to calibrate on"
     )

@@ -50,7 +50,7 @@ from training.calibrate import Observed, fit
 from training.config import PRESETS, load_config
 from training.dataset import build as build_dataset
 from training.dataset import write
-from training.evaluate import load_records, metrics, report, score_with
+from training.evaluate import load_records, metrics, report, score, score_with
 from training.hf_base import resolve_base
 from training.hf_scorer import HFScorer
 from training.train import main as train
@@ -288,11 +288,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """The figures of ``model`` (a GGUF, scored by the serving engine with ``calibration``) on
     ``records``."""
-    engine = Engine(model, threads=plan.threads, calibration=calibration)
-    try:
-        return metrics(score_with(engine, records))
-    finally:
-        engine.close()
+    return metrics(score(model, records, plan.threads, calibration))
 
 
 def install(

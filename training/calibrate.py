@@ -84,8 +84,7 @@ def _fit_label(x: np.ndarray, y: np.ndarray, steps: int = 100) -> tuple[float, f
 def _fit_categories(harmful: Sequence[Observed], steps: int = 500) -> dict[str, float]:
     """Shifts added to log P(category | harmful) that maximize the true categories' likelihood
     (gradient descent on the mean cross-entropy; the shifts are relative, so they sum to 0)."""
-    names = list(harmful[0].answer.category_scores.keys() - {"none"})
-    names.sort()
+    names = sorted(harmful[0].answer.category_scores.keys() - {"none"})
     joint = np.array([[o.answer.category_scores[c] for c in names] for o in harmful])
     log_p = np.log(np.maximum(joint / joint.sum(axis=1, keepdims=True), 1e-12))
     truth = np.zeros_like(log_p)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from algospeak import Normalization, normalize
 from algospeak.taxonomy import CATEGORIES, LABELS, SEVERITIES
+from service.calibration import Calibration
 from service.engine import Engine
 from service.scoring import Classification
 from training import plots
@@ -88,9 +89,15 @@ def score_with(classifier: Classifier, records: list[dict[str, Any]]) -> list[Sc
     return results
 
 
-def score(model: Path, records: list[dict[str, Any]], threads: int) -> list[Scored]:
-    """Classify every record with the engine that serves ``model`` (closed afterwards)."""
-    engine = Engine(model, threads=threads)
+def score(
+    model: Path,
+    records: list[dict[str, Any]],
+    threads: int,
+    calibration: Calibration | None = None,
+) -> list[Scored]:
+    """Classify every record with the engine that serves ``model`` (closed afterwards), its
+    probabilities calibrated as ``calibration`` says (default: as the model's manifest says)."""
+    engine = Engine(model, threads=threads, calibration=calibration)
     try:
         return score_with(engine, records)
     finally:

@@ -1,12 +1,17 @@
 """The one scoring algorithm of the prompt contract, over a small backend interface.
 
-A scorer never free-generates a decision. After the prompt and ``Label:`` it reads the model's
-distribution over the allowed labels (multi-token values scored by their whole token sequence,
-renormalized over the allowed values); then the category given ``harmful``; then the severity
-given the top category. The system prompt and the user-turn header are evaluated once; each
-request continues from that prefix and evaluates only its own tokens. Only when asked, after a
-decision, ``reason`` writes the contract's optional reason line for it; the decision is final
-by then and cannot depend on the reason.
+A scorer never free-generates a decision. Right after the prompt (the assistant header) it reads
+the model's distribution over the allowed labels (a value of several tokens, as a tokenizer may
+split one, is scored by its whole token sequence; renormalized over the allowed values); then
+the category given ``harmful``; then the severity given the top category, each probability
+calibrated (``service.calibration``) before it decides. The system prompt and the user-turn
+header are evaluated once; each request continues from that prefix and evaluates only its own
+tokens, in two model calls: its own tokens with the harmful answer's lead-in `` harmful,``
+(which give the labels and the categories), then everything else at once as separate branches:
+with the contract's one-token values, just the severity after the top category (`` self,``).
+Several requests are scored together, each on its own branches, in the same two calls. Only
+when asked, after a decision, ``reason`` writes the contract's optional reason line for it; the
+decision is final by then and cannot depend on the reason.
 
 A backend (``service.llama_backend`` for GGUF files, ``training.hf_scorer`` for Hugging Face
 models) tokenizes and evaluates tokens; everything else is here, so a number measured offline is
@@ -16,7 +21,7 @@ the number served. No llama_cpp or torch here. A scorer is not thread-safe (one 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,12 +62,30 @@ class InputTooLongError(ValueError):
     """The prompt for a text does not fit the model's context."""
 
 
+class BackendFullError(RuntimeError):
+    """A ``decode_branches`` call holds more than the backend can take at once; it evaluated
+    nothing, and fewer branches may fit."""
+
+
+TokenPath = tuple[int, ...]  # tokens after the fixed prefix, naming the position after the last one
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """Tokens to evaluate as one continuation, and the indices into them (ascending) after
+    which the next-token log-probabilities are wanted."""
+
+    tokens: TokenPath
+    outputs: tuple[int, ...]
+
+
 class Backend(Protocol):
     """What a scorer needs from a model: its tokenizer and a way to evaluate tokens."""
 
     chat_template: str | None  # the model's Jinja chat template; None for ChatML
     bos: int | None  # the token every sequence starts with, None if the model wants none
     context_size: int  # most tokens one sequence may hold
+    max_branches: int  # most branches one decode_branches call may hold
 
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """``text``'s tokens; with ``special`` false, control-token text stays plain text."""
@@ -73,6 +96,18 @@ class Backend(Protocol):
         (forgetting any later ones) and return the next-token log-probabilities (float64)
         after each position in ``outputs`` (indices into ``tokens``; negative ones count from
         the end), in ascending position order."""
+        ...
+
+    def decode_branches(self, start: int, branches: Sequence[Branch]) -> list[list[np.ndarray]]:
+        """Evaluate each branch as its own continuation of the first ``start`` tokens that
+        ``decode`` evaluated (no branch sees another's tokens; those ``start`` tokens stay) and
+        return, per branch, the next-token log-probabilities (float64) after each of its
+        ``outputs``. The evaluation of a branch's leading tokens (up to its first output) that
+        a branch of the previous call from the same ``start`` began with may be reused, so a
+        call that continues the previous one's branches evaluates only the new tokens.
+
+        A call may hold at most ``max_branches`` branches and ``context_size`` distinct
+        positions after ``start`` (reused ones included); more may fail."""
         ...
 
     def detokenize(self, tokens: Sequence[int]) -> bytes: ...
@@ -102,27 +137,35 @@ class AnswerTokens:
     """The answer line's pieces in a model's tokens: each allowed value as scored after its
     prefix, and the tokens that lead from one decided value to the next question."""
 
-    labels: dict[str, list[int]]
-    categories: dict[str, list[int]]
-    severities: dict[str, list[int]]
-    to_category: list[int]  # " harmful, Category:"
-    to_severity: list[int]  # ", Severity:" (after the top category's tokens)
+    labels: dict[str, TokenPath]
+    categories: dict[str, TokenPath]
+    severities: dict[str, TokenPath]
+    to_category: TokenPath  # " harmful,"
+    to_severity: TokenPath  # "," (after the top category's tokens)
 
     @classmethod
     def of(cls, tokenize: Callable[[str], list[int]]) -> AnswerTokens:
-        labels = {v: tokenize(value(v)) for v in LABELS}
+        def tokens(text: str) -> TokenPath:
+            return tuple(tokenize(text))
+
+        labels = {v: tokens(value(v)) for v in LABELS}
         return cls(
             labels=labels,
-            categories={v: tokenize(value(v)) for v in HARM_CATEGORIES},
-            severities={v: tokenize(value(v)) for v in HARM_SEVERITIES},
-            to_category=labels["harmful"] + tokenize(CATEGORY_PREFIX),
-            to_severity=tokenize(SEVERITY_PREFIX),
+            categories={v: tokens(value(v)) for v in HARM_CATEGORIES},
+            severities={v: tokens(value(v)) for v in HARM_SEVERITIES},
+            to_category=labels["harmful"] + tokens(CATEGORY_PREFIX),
+            to_severity=tokens(SEVERITY_PREFIX),
         )
 
 
 class Scorer:
     """The prompt contract's scoring on ``backend``, its probabilities corrected by
-    ``calibration`` (none by default) before the decision."""
+    ``calibration`` (none by default) before the decision.
+
+    Scoring reads next-token log-probabilities at *paths*: token sequences after the fixed
+    prefix, each naming the position after its last token. A value is scored by its whole
+    token sequence: the log-probability of its first token at the fork, plus that of each
+    further token at the path that leads to it."""
 
     def __init__(self, backend: Backend, calibration: Calibration | None = None) -> None:
         self.backend = backend
@@ -134,15 +177,25 @@ class Scorer:
         self._tail = self._tokens(tail + LABEL_PREFIX, special=True)
         self._answer = AnswerTokens.of(self._tokens)
         self._prefix_ready = False
-        # (position after "Label:", the decided answer) of the last classify(), which reason()
-        # continues; None when there is nothing to continue.
-        self._answered: tuple[int, Answer] | None = None
-        # The tokens the last classify() evaluated after the prefix, in order (benchmarks replay
-        # them through a bare evaluation to measure the scorer's own overhead).
+        # (request tokens, the decided answer) of the last score(), which reason() continues;
+        # None when there is nothing to continue.
+        self._answered: tuple[TokenPath, Answer] | None = None
+        # The tokens the last scoring evaluated after the prefix (benchmarks replay them through
+        # a bare evaluation to measure the scorer's own overhead).
         self.last_evaluated: list[int] = []
+        # Whether the first call scores every category exactly (each is one token, as the
+        # contract's are for the tokenizers it was made for): then the second reads the
+        # severity after the top category only, else after each (see _contenders).
+        self._categories_known = all(len(t) == 1 for t in self._answer.categories.values())
+        # What the answer adds to a request at most: positions, and branches in one backend
+        # call; a one-token stand-in request measures it.
+        categories = tuple(self._answer.categories)
+        answer = self._needed((0,), categories[:1] if self._categories_known else categories)
+        self._answer_positions = len(evaluated_tokens(answer)) - 1
+        self._answer_branches = len(branches_for(sorted(set(answer))))
 
     def request_tokens(self, text: str, normalization: Normalization) -> list[int]:
-        """The tokens a request adds after the fixed prefix, up to and including ``Label:``;
+        """The tokens a request adds after the fixed prefix, up to the answer's start;
         InputTooLongError if they do not fit the context."""
         content = user_content(normalization).removeprefix(USER_PREFIX)
         request = self._tokens(content) + self._tail
@@ -159,51 +212,43 @@ class Scorer:
         return self.score(self.request_tokens(text, normalization))
 
     def score(self, request: list[int]) -> Classification:
-        """Score the request tokens ``request`` (from :meth:`request_tokens`)."""
+        """Score the request tokens ``request`` (from :meth:`request_tokens`); ``reason``
+        may follow."""
+        (result,) = self.score_many([request])
+        self._answered = (tuple(request), Answer(result.label, result.category, result.severity))
+        return result
+
+    def score_many(self, requests: Sequence[list[int]]) -> list[Classification]:
+        """Score several requests (each from :meth:`request_tokens`) together: two backend
+        calls for as many as fit the backend at once (more calls for more), and for each the
+        answer ``score`` gives it alone."""
         self._answered = None
         self.last_evaluated = []
-        start = self.prefix_end()
-        # One decode reads both the label distribution (after "Label:") and, since causal
-        # attention never looks ahead, the category distribution after "harmful, Category:".
-        answer = self._answer
-        first = request + answer.to_category
-        label_log_probs, category_log_probs = self._decode(start, first, (len(request) - 1, -1))
-        label_fork = start + len(request)
-        category_fork = start + len(first)
-        categories = self._distribution(answer.categories, category_log_probs, category_fork)
-        categories = self.calibration.categories(categories)
-        top_category = max(categories, key=categories.__getitem__)
-        to_severity = answer.categories[top_category] + answer.to_severity
-        (severity_log_probs,) = self._decode(category_fork, to_severity)
-        severity_fork = category_fork + len(to_severity)
-        severities = self._distribution(answer.severities, severity_log_probs, severity_fork)
-        labels = self.calibration.labels(
-            self._distribution(answer.labels, label_log_probs, label_fork)
-        )
-        decision = decide(labels, categories, severities, len(self.last_evaluated))
-        self._answered = (label_fork, Answer(decision.label, decision.category, decision.severity))
-        return decision
+        results: list[Classification] = []
+        for group in self._groups(requests):
+            results += self._score_fitting([tuple(request) for request in group])
+        return results
 
     def reason(self, max_tokens: int) -> str:
-        """The model's reason line for the last ``classify()`` decision: its answer line (as
+        """The model's reason line for the last ``score()`` decision: its answer line (as
         decided) and ``Reason:`` are appended, then at most ``max_tokens`` tokens are generated
         greedily, up to a newline or the end of the turn; stripped, possibly empty.
 
-        Call it right after ``classify()`` on the same thread, holding the same slot: it reads
-        the cache that call left. It changes nothing ``classify()`` returned."""
+        Call it right after ``score()`` on the same thread, holding the same slot: it
+        continues the cache that call left. It changes nothing ``score()`` returned."""
         if self._answered is None:
             raise RuntimeError("reason() continues a classify() call; none preceded it")
-        position, answer = self._answered
+        request, answer = self._answered
         self._answered = None
         # The rest of the answer line and the reason prefix, tokenized in one piece as in
-        # training (the split after "Label:" is the one scoring already makes).
+        # training (the split before the label is the one scoring already makes).
         rest = format_answer(answer).removeprefix(LABEL_PREFIX) + "\n" + REASON_PREFIX
-        tokens = self._tokens(rest)
-        budget = min(max_tokens, self.backend.context_size - position - len(tokens))
+        path = request + tuple(self._tokens(rest))
+        start = self.prefix_end()
+        budget = min(max_tokens, self.backend.context_size - start - len(path))
         written = b""
         if budget > 0:
-            (log_probs,) = self.backend.decode(position, tokens, (-1,))
-            position += len(tokens)
+            log_probs = self._next(start, path)
             for step in range(budget):
                 token = int(np.argmax(log_probs))
                 if self.backend.ends_turn(token):
@@ -212,8 +257,8 @@ class Scorer:
                 if b"\n" in written.lstrip():  # the line is complete (leading blanks aside)
                     break
                 if step + 1 < budget:
-                    (log_probs,) = self.backend.decode(position, [token], (-1,))
-                    position += 1
+                    path += (token,)
+                    log_probs = self._next(start, path)
         line = written.lstrip().split(b"\n", 1)[0]
         # A token cut off by the cap may end inside a UTF-8 sequence: drop that fragment.
         return line.decode("utf-8", errors="ignore").strip()
@@ -232,25 +277,187 @@ class Scorer:
         # special=False: "<|im_start|>" typed by a user stays text, never a control token.
         return self.backend.tokenize(text, special=special)
 
-    def _decode(
-        self, start: int, tokens: list[int], outputs: Sequence[int] = (-1,)
-    ) -> list[np.ndarray]:
-        self.last_evaluated += tokens
-        return self.backend.decode(start, tokens, outputs)
+    def _groups(self, requests: Sequence[list[int]]) -> Iterator[list[list[int]]]:
+        """``requests`` in order, in groups that one backend call can take: at most
+        ``context_size`` positions and ``max_branches`` branches (a request that fits the
+        context alone is a group)."""
+        most = max(1, self.backend.max_branches // self._answer_branches)
+        group: list[list[int]] = []
+        positions = 0
+        for request in requests:
+            needs = len(request) + self._answer_positions
+            if group and (positions + needs > self.backend.context_size or len(group) == most):
+                yield group
+                group, positions = [], 0
+            group.append(request)
+            positions += needs
+        if group:
+            yield group
 
-    def _distribution(
-        self, options: dict[str, list[int]], log_probs: np.ndarray, fork: int
+    def _score_fitting(self, requests: list[TokenPath]) -> list[Classification]:
+        """Score ``requests`` together, in halves (recursively) where the backend cannot take
+        them at once: each answer is the same either way."""
+        try:
+            return self._score_group(requests)
+        except BackendFullError:
+            if len(requests) == 1:
+                raise
+            half = len(requests) // 2
+            return self._score_fitting(requests[:half]) + self._score_fitting(requests[half:])
+
+    def _score_group(self, requests: list[TokenPath]) -> list[Classification]:
+        start = self.prefix_end()
+        found: dict[TokenPath, np.ndarray] = {}
+        # First call: each request and the harmful answer's lead-in, which give the labels'
+        # first tokens (at the answer's start) and, since causal attention never looks ahead,
+        # the categories' first tokens (after " harmful,").
+        first = [self._needed(request, ()) for request in requests]
+        on_path = [
+            [p for p in paths if _starts(request + self._answer.to_category, p)]
+            for request, paths in zip(requests, first, strict=True)
+        ]
+        self._find(start, found, on_path)
+        # Second call: every other continuation, with the severity after each category that
+        # may be the top.
+        second = [self._needed(r, self._contenders(r, found)) for r in requests]
+        self._find(start, found, second)
+        results = []
+        for request, paths in zip(requests, second, strict=True):
+            evaluated = evaluated_tokens(paths)
+            self.last_evaluated += evaluated
+            results.append(self._decide(request, found, len(evaluated)))
+        return results
+
+    def _needed(self, request: TokenPath, categories: Sequence[str]) -> list[TokenPath]:
+        """The paths scoring ``request`` reads, with the severity read after each of
+        ``categories``."""
+        answer = self._answer
+        category_fork = request + answer.to_category
+        paths = _option_paths(request, answer.labels)
+        paths += _option_paths(category_fork, answer.categories)
+        for category in categories:
+            severity_fork = category_fork + answer.categories[category] + answer.to_severity
+            paths += _option_paths(severity_fork, answer.severities)
+        return paths
+
+    def _contenders(
+        self, request: TokenPath, found: dict[TokenPath, np.ndarray]
+    ) -> tuple[str, ...]:
+        """The categories that may be the top once all are scored: the top itself when the
+        first call scored them all, else every category (the calibration may reorder them, so
+        no bound from a value's first token rules one out)."""
+        if self._categories_known:
+            return (top(self._categories(request, found)),)
+        return tuple(self._answer.categories)
+
+    def _categories(
+        self, request: TokenPath, found: dict[TokenPath, np.ndarray]
     ) -> dict[str, float]:
-        """P(option) renormalized over ``options``, each scored by its whole token sequence;
-        ``log_probs`` are the next-token log-probabilities at position ``fork``."""
-        scores: dict[str, float] = {}
-        for option, tokens in options.items():
-            score = float(log_probs[tokens[0]])
-            if len(tokens) > 1:
-                steps = self._decode(fork, tokens[:-1], range(len(tokens) - 1))
-                score += sum(float(step[t]) for step, t in zip(steps, tokens[1:], strict=True))
-            scores[option] = score
-        return renormalize(scores)
+        """P(category | harmful) for ``request``, calibrated."""
+        fork = request + self._answer.to_category
+        return self.calibration.categories(_option_scores(found, fork, self._answer.categories))
+
+    def _decide(
+        self, request: TokenPath, found: dict[TokenPath, np.ndarray], evaluated: int
+    ) -> Classification:
+        answer = self._answer
+        categories = self._categories(request, found)
+        chosen = answer.categories[top(categories)]
+        severity_fork = request + answer.to_category + chosen + answer.to_severity
+        return decide(
+            self.calibration.labels(_option_scores(found, request, answer.labels)),
+            categories,
+            _option_scores(found, severity_fork, answer.severities),
+            evaluated,
+        )
+
+    def _find(
+        self, start: int, found: dict[TokenPath, np.ndarray], wanted: Sequence[Sequence[TokenPath]]
+    ) -> None:
+        """Add the log-probabilities at every path of ``wanted`` (per request) not yet in
+        ``found``, in one ``decode_branches`` call (none if nothing is missing)."""
+        missing = sorted({path for paths in wanted for path in paths if path not in found})
+        if not missing:
+            return
+        planned = branches_for(missing)
+        results = self.backend.decode_branches(start, [branch for branch, _ in planned])
+        for (_, paths), log_probs in zip(planned, results, strict=True):
+            found.update(zip(paths, log_probs, strict=True))
+
+    def _next(self, start: int, path: TokenPath) -> np.ndarray:
+        """The next-token log-probabilities after ``path``."""
+        ((log_probs,),) = self.backend.decode_branches(start, [Branch(path, (len(path) - 1,))])
+        return log_probs
+
+
+def _option_paths(fork: TokenPath, options: dict[str, TokenPath]) -> list[TokenPath]:
+    """The paths that scoring ``options`` after ``fork`` reads."""
+    return [fork] + [
+        fork + tokens[:k] for tokens in options.values() for k in range(1, len(tokens))
+    ]
+
+
+def _option_scores(
+    found: dict[TokenPath, np.ndarray], fork: TokenPath, options: dict[str, TokenPath]
+) -> dict[str, float]:
+    """P(option) after ``fork`` renormalized over ``options``, each scored by its whole token
+    sequence."""
+    return renormalize(
+        {
+            option: sum(float(found[fork + tokens[:k]][t]) for k, t in enumerate(tokens))
+            for option, tokens in options.items()
+        }
+    )
+
+
+def _starts(path: TokenPath, prefix: TokenPath) -> bool:
+    return path[: len(prefix)] == prefix
+
+
+def branches_for(paths: Sequence[TokenPath]) -> list[tuple[Branch, list[TokenPath]]]:
+    """The fewest branches that read every one of ``paths`` (distinct, sorted, non-empty):
+    each path that another extends is read along that one. Per branch, the paths its outputs
+    stand for, in order."""
+    chains: list[list[TokenPath]] = []  # each from its longest path down
+    for path in reversed(paths):
+        # In sorted order, a path that any other extends is extended by the very next one.
+        extended = chains and _starts(chains[-1][-1], path) and len(chains[-1][-1]) > len(path)
+        if extended:
+            chains[-1].append(path)
+        else:
+            chains.append([path])
+    planned = []
+    for chain in reversed(chains):
+        chain.reverse()
+        planned.append((Branch(chain[-1], tuple(len(p) - 1 for p in chain)), chain))
+    return planned
+
+
+def evaluated_tokens(paths: Sequence[TokenPath]) -> list[int]:
+    """The tokens at the distinct positions on ``paths``, each once (a tree's nodes in
+    order)."""
+    tokens: list[int] = []
+    previous: TokenPath = ()
+    for path in sorted(set(paths)):
+        # Sorted, a path shares the most with the one just before it.
+        tokens += path[common_length(previous, path) :]
+        previous = path
+    return tokens
+
+
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    shortest = min(len(a), len(b))
+    if a[:shortest] == b[:shortest]:  # the usual case: one continues the other
+        return shortest
+    low, high = 0, shortest - 1
+    while low < high:  # binary search with slice comparisons: long requests compare in C
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def decide(
@@ -266,14 +473,19 @@ def decide(
     label = "harmful" if harmful > labels["safe"] else "safe"
     return Classification(
         label=label,
-        category=max(categories, key=categories.__getitem__) if label == "harmful" else "none",
-        severity=max(severities, key=severities.__getitem__) if label == "harmful" else "none",
+        category=top(categories) if label == "harmful" else "none",
+        severity=top(severities) if label == "harmful" else "none",
         confidence=labels[label],
         label_scores=labels,
         category_scores={"none": labels["safe"]} | {c: harmful * p for c, p in categories.items()},
         severity_scores={"none": labels["safe"]} | {s: harmful * p for s, p in severities.items()},
         tokens_evaluated=tokens_evaluated,
     )
+
+
+def top(scores: dict[str, float]) -> str:
+    """The option with the highest score (the first of equals)."""
+    return max(scores, key=scores.__getitem__)
 
 
 def renormalize(log_scores: dict[str, float]) -> dict[str, float]:

@@ -8,7 +8,7 @@ import pytest
 from algospeak import normalize
 from service.engine import Engine, ModelError
 from service.llama_backend import UnsupportedVersionError, check_version
-from service.scoring import InputTooLongError
+from service.scoring import InputTooLongError, renormalize
 
 TEXTS = [
     "I want to unalive myself",
@@ -126,3 +126,116 @@ def test_a_reason_continues_the_decision_within_its_token_cap(engine) -> None:
     assert classify(engine, TEXTS[0]) == first  # writing a reason leaves nothing behind
     longer = engine.reason(12)
     assert longer.startswith(short) and "\n" not in longer  # greedy: the cap only cuts
+
+
+def sequential_scores(engine: Engine, request: list[int]) -> tuple[dict, dict, dict]:
+    """The label, category and severity distributions, calibrated, by the sequential algorithm
+    the scorer replaced: one decode for the label and the categories' first tokens, one per
+    multi-token continuation, one for the severity after the (calibrated) top category, each
+    rewinding the main sequence."""
+    answer, backend, calibration = engine._answer, engine.backend, engine.calibration
+    start = engine.prefix_end()
+    first = request + list(answer.to_category)
+    label_log_probs, category_log_probs = backend.decode(start, first, (len(request) - 1, -1))
+
+    def distribution(options: dict, log_probs, fork: int) -> dict[str, float]:
+        scores = {}
+        for option, tokens in options.items():
+            steps = (
+                backend.decode(fork, tokens[:-1], range(len(tokens) - 1)) if len(tokens) > 1 else []
+            )
+            scores[option] = float(log_probs[tokens[0]]) + sum(
+                float(step[token]) for step, token in zip(steps, tokens[1:], strict=True)
+            )
+        return renormalize(scores)
+
+    category_fork = start + len(first)
+    categories = calibration.categories(
+        distribution(answer.categories, category_log_probs, category_fork)
+    )
+    top = max(categories, key=categories.__getitem__)
+    to_severity = list(answer.categories[top] + answer.to_severity)
+    (severity_log_probs,) = backend.decode(category_fork, to_severity, (-1,))
+    severities = distribution(
+        answer.severities, severity_log_probs, category_fork + len(to_severity)
+    )
+    labels = calibration.labels(distribution(answer.labels, label_log_probs, start + len(request)))
+    return labels, categories, severities
+
+
+def largest_difference(result, labels: dict, categories: dict, severities: dict) -> float:
+    harmful = labels["harmful"]
+    expected = (
+        (result.label_scores, labels),
+        (result.category_scores, {c: harmful * p for c, p in categories.items()}),
+        (result.severity_scores, {s: harmful * p for s, p in severities.items()}),
+    )
+    return max(
+        abs(scores[key] - value) for scores, wanted in expected for key, value in wanted.items()
+    )
+
+
+MORE_TEXTS = [
+    *TEXTS,
+    "honestly thinking about sewer slide again tonight",
+    "new 🌽 drop for subscribers, link in bio",
+    "he's a total PDF file, he kept messaging my 12 yo sister",
+    "got some snow for the party, hmu for a line",
+    "see you l8r, meeting is on the 2nd floor",
+]
+
+
+def test_scoring_reads_the_same_probabilities_as_the_sequential_algorithm(engine) -> None:
+    for text in MORE_TEXTS:
+        request = engine.request_tokens(text, normalize(text))
+        reference = sequential_scores(engine, request)
+        result = engine.score(request)
+        assert largest_difference(result, *reference) <= 1e-4, text
+
+
+def test_a_request_takes_two_decode_calls_after_the_prefix(engine) -> None:
+    """Its own tokens with " harmful," (the labels and the categories), then the severity after
+    the top category: the contract's values are one token each, nothing else is left."""
+    engine.prefix_end()
+    for text in MORE_TEXTS:
+        before = engine.backend.decode_calls
+        classify(engine, text)
+        assert engine.backend.decode_calls - before == 2, text
+
+
+def near_the_limit(engine: Engine) -> str:
+    """The longest plain text of repeated words whose prompt fits the context."""
+    words = 10
+    while True:
+        text = "word " * (words + 1)
+        try:
+            engine.request_tokens(text, normalize(text))
+        except InputTooLongError:
+            return "word " * words
+        words += 1
+
+
+def test_texts_scored_together_get_exactly_the_answers_they_get_alone(engine) -> None:
+    long_text = near_the_limit(engine)
+    texts = [*MORE_TEXTS[:4], long_text, *MORE_TEXTS[4:], "ok " * 150, long_text[:200]]
+    requests = [engine.request_tokens(t, normalize(t)) for t in texts]
+    alone = [engine.score(request) for request in requests]
+    before = engine.backend.decode_calls
+    together = engine.score_many(requests)
+    assert together == alone
+    # A context's worth of texts does not fit one call beside the others: a few calls, still
+    # far fewer than two per text.
+    assert engine.backend.decode_calls - before < len(texts)
+
+
+def test_batches_over_n_batch_tokens_are_split_with_the_same_answers(smollm2_gguf: Path) -> None:
+    small = Engine(smollm2_gguf, threads=2, context=512, batch=32)
+    try:
+        texts = [MORE_TEXTS[0], near_the_limit(small), MORE_TEXTS[3]]
+        requests = [small.request_tokens(t, normalize(t)) for t in texts]
+        alone = [small.score(request) for request in requests]
+        assert small.score_many(requests) == alone
+        reference = sequential_scores(small, requests[1])
+        assert largest_difference(alone[1], *reference) <= 1e-4
+    finally:
+        small.close()

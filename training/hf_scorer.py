@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from algospeak.normalizer import Normalization
-from service.scoring import Classification, Scorer
+from service.scoring import Branch, Classification, Scorer, common_length
 
 
 class HFBackend:
@@ -42,6 +42,7 @@ class HFBackend:
         ]
         self.bos: int | None = bos if adds_bos else None
         self.context_size: int = model.config.max_position_embeddings
+        self.max_branches: int = 1 << 16  # evaluated one by one: no limit of its own
         self._history: list[int] = []  # the tokens of the sequence evaluated so far
         self._snapshots: dict[int, Any] = {}  # position -> the cache holding that many tokens
 
@@ -78,6 +79,17 @@ class HFBackend:
         return [
             torch.log_softmax(logits[p - first].double(), dim=-1).cpu().numpy() for p in positions
         ]
+
+    def decode_branches(self, start: int, branches: Sequence[Branch]) -> list[list[np.ndarray]]:
+        """:meth:`service.scoring.Backend.decode_branches`, one ``decode`` per branch, each
+        after the tokens it shares with the one evaluated last (up to its first output)."""
+        results = []
+        for branch in branches:
+            reusable = branch.tokens[: branch.outputs[0]] if branch.outputs else branch.tokens
+            kept = common_length(tuple(self._history[start:]), reusable)
+            outputs = [i - kept for i in branch.outputs]
+            results.append(self.decode(start + kept, branch.tokens[kept:], outputs))
+        return results
 
 
 class HFScorer(Scorer):

@@ -6,6 +6,7 @@ No web imports: the CLI and the benchmarks use this too.
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from algospeak import Normalization
@@ -15,7 +16,7 @@ from artifacts.merge import MergeError
 from service import metrics
 from service.engine import Engine, ModelError
 from service.gate import Gate
-from service.policy import PolicyHolder, Thresholds
+from service.policy import PolicyHolder, Rules, Thresholds
 from service.scoring import Classification
 from service.settings import Settings
 
@@ -40,9 +41,22 @@ class Verdict:
     reason: str | None = None  # the model's reason line, written after the decision if asked
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A text ready for the model: normalized under the rules in force when it came, and
+    tokenized."""
+
+    text: str
+    rules: Rules
+    normalization: Normalization
+    tokens: list[int]
+    started: float  # time.perf_counter() when it came
+
+
 class Classifier:
     """The rules in force (``policy.rules``) + engine behind a gate: the whole classification
-    path."""
+    path. Texts waiting for the model together are scored together (``Gate.run``); each
+    answer is the one the text gets alone."""
 
     def __init__(
         self,
@@ -61,31 +75,70 @@ class Classifier:
 
     def classify(self, text: str, *, reason: bool = False) -> Verdict:
         """Classify one text under the rules in force when it starts (a reload meanwhile
-        does not change them); raises ``BusyError`` when the model's queue is full. With
-        ``reason``, the model then writes its reason line (at most ``reason_max_tokens``) in
-        the same slot; the decision is made before it and does not depend on it."""
+        does not change them); raises ``InputTooLongError`` if it does not fit the model and
+        ``BusyError`` when the model's queue is full. With ``reason``, the model then writes
+        its reason line (at most ``reason_max_tokens``) in the same slot; the decision is made
+        before it and does not depend on it."""
+        return self.decide([self.prepare(text)], reason=reason)[0]
+
+    def prepare(self, text: str) -> Prepared:
+        """``text`` normalized under the rules in force now and tokenized for the model;
+        InputTooLongError if it does not fit the model's context."""
         started = time.perf_counter()
         rules = self.policy.rules
         normalization = rules.normalizer.normalize(text)
+        tokens = self.engine.request_tokens(text, normalization)
+        return Prepared(text, rules, normalization, tokens, started)
+
+    def decide(self, texts: Sequence[Prepared], *, reason: bool = False) -> list[Verdict]:
+        """The verdicts for ``texts``, in order: scored together with whatever else waits for
+        the model, or, with ``reason``, one at a time with the reason line written after each
+        decision. BusyError when the model's queue is full or the wait too long."""
+        if reason:
+            scored = [self._score_with_reason(prepared) for prepared in texts]
+        else:
+            batched = self.gate.run([prepared.tokens for prepared in texts], self._score)
+            scored = [(classification, seconds, None) for classification, seconds in batched]
+        verdicts = []
+        for prepared, (classification, seconds, written) in zip(texts, scored, strict=True):
+            verdict = self._verdict(prepared, classification, written)
+            self._record(verdict, seconds)
+            verdicts.append(verdict)
+        return verdicts
+
+    def _score(self, requests: list[list[int]]) -> list[tuple[Classification, float]]:
+        """The gate's work: the requests scored together, each with its share of the model's
+        time."""
+        started = time.perf_counter()
+        classifications = self.engine.score_many(requests)
+        share = (time.perf_counter() - started) / len(requests)
+        metrics.BATCH_TEXTS.observe(len(requests))
+        return [(classification, share) for classification in classifications]
+
+    def _score_with_reason(self, prepared: Prepared) -> tuple[Classification, float, str]:
         with self.gate.slot():
-            model_started = time.perf_counter()
-            classification = self.engine.classify(text, normalization)
-            written = self.engine.reason(self.reason_max_tokens) if reason else None
-            model_seconds = time.perf_counter() - model_started
-        action, moderated = rules.decide(classification)
-        verdict = Verdict(
-            text=text,
-            normalization=normalization,
+            started = time.perf_counter()
+            classification = self.engine.score(prepared.tokens)
+            written = self.engine.reason(self.reason_max_tokens)
+            seconds = time.perf_counter() - started
+        metrics.BATCH_TEXTS.observe(1)
+        return classification, seconds, written
+
+    def _verdict(
+        self, prepared: Prepared, classification: Classification, reason: str | None
+    ) -> Verdict:
+        action, moderated = prepared.rules.decide(classification)
+        return Verdict(
+            text=prepared.text,
+            normalization=prepared.normalization,
             classification=classification,
             action=action,
             model=self.engine.info.name,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=(time.perf_counter() - prepared.started) * 1000,
             moderated=moderated,
-            thresholds=rules.thresholds,
-            reason=written,
+            thresholds=prepared.rules.thresholds,
+            reason=reason,
         )
-        self._record(verdict, model_seconds)
-        return verdict
 
     def _record(self, verdict: Verdict, model_seconds: float) -> None:
         """Count the decision and log it, naming the text by hash and length only (unless
@@ -139,7 +192,7 @@ def build_classifier(settings: Settings, policy: PolicyHolder | None = None) -> 
     return Classifier(
         policy or PolicyHolder(settings),
         load_engine(settings),
-        Gate(settings.queue_size, settings.queue_timeout_s),
+        Gate(settings.queue_size, settings.queue_timeout_s, settings.model_batch),
         log_texts=settings.log_texts,
         reason_max_tokens=settings.reason_max_tokens,
     )

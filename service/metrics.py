@@ -32,6 +32,11 @@ QUEUE_DEPTH = Gauge(
 MODEL_SECONDS = Histogram(
     "algospeak_model_seconds", "Model evaluation time per text.", buckets=_SECONDS
 )
+BATCH_TEXTS = Histogram(
+    "algospeak_model_batch_texts",
+    "Texts the model evaluated together, per evaluation (waiting requests are batched).",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
 TOKENS = Counter("algospeak_tokens_evaluated", "Tokens the model evaluated.")
 DECISIONS = Counter("algospeak_decisions", "Classifications made.", ("label", "category", "action"))
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(64, gt=0, description="Most texts in one batch request.")
     queue_size: int = Field(64, ge=0, description="Requests that may wait for the model.")
     queue_timeout_s: float = Field(30.0, gt=0, description="Longest wait for the model.")
+    model_batch: int = Field(
+        8, gt=0, le=64, description="Most waiting texts the model evaluates together."
+    )
     reason_max_tokens: int = Field(
         48, gt=0, le=512, description='Longest model-written reason (explain: "reason"), in tokens.'
     )

@@ -3,6 +3,7 @@
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
 from tests.test_api import assert_error
+from tests.test_observability import metric
 
 TEXTS = ["I want to unalive myself", "grilled corn with lime", "new 🌽 drop for subscribers"]
 
@@ -166,12 +168,14 @@ def test_a_missing_or_corrupt_model_keeps_the_service_up(tmp_path: Path, content
 
 
 class BrokenEngine:
-    """Routing fake: a model call that fails in a way the service does not expect."""
+    """Routing fake: the real engine's tokenizer, then a model call that fails in a way the
+    service does not expect."""
 
-    def __init__(self, info) -> None:
-        self.info = info
+    def __init__(self, real) -> None:
+        self.info = real.info
+        self.request_tokens = real.request_tokens
 
-    def classify(self, text, normalization):
+    def score_many(self, requests):
         raise RuntimeError("llama_decode returned -1")
 
 
@@ -180,7 +184,7 @@ def test_a_failing_model_call_is_500_and_the_service_keeps_serving(smollm2_gguf:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         classifier = client.app.state.classifier
         real = classifier.engine
-        classifier.engine = BrokenEngine(real.info)
+        classifier.engine = BrokenEngine(real)
         try:
             assert_error(client.post("/classify", json={"text": "hi"}), 500, "internal_error")
         finally:
@@ -204,3 +208,56 @@ def test_a_text_over_the_models_context_is_422_naming_its_field(
     # Under the character limit (2,000), over the model's context (1,024 tokens).
     error = assert_error(model_client.post(path, json=body), 422, "text_too_long")
     assert error["message"].startswith(f"{field}: ") and "context" in error["message"]
+
+
+def test_concurrent_requests_are_scored_together_with_the_answers_they_get_alone(
+    smollm2_gguf: Path,
+) -> None:
+    texts = [*TEXTS, "kys loser", "see you l8r", "got some snow for the party", "ok " * 120]
+    settings = Settings(
+        model_path=smollm2_gguf, threads=2, context_size=1024, rate_limit_per_minute=0
+    )
+    with TestClient(create_app(settings)) as client:
+        alone = [strip(client.post("/classify", json={"text": t}).json()) for t in texts]
+        before = client.get("/metrics").text
+        gate = client.app.state.classifier.gate
+        answers: dict[int, dict] = {}
+
+        def send(i: int) -> None:
+            answers[i] = client.post("/classify", json={"text": texts[i]}).json()
+
+        # While the model is busy the requests queue; freed, it takes them all in one batch.
+        with gate.slot():
+            threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while gate.depth < 1 + len(texts):
+                assert time.monotonic() < deadline, "the requests did not all queue"
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(120)
+        assert [strip(answers[i]) for i in range(len(texts))] == alone
+        after = client.get("/metrics").text
+        batches = metric(after, "algospeak_model_batch_texts_count") - metric(
+            before, "algospeak_model_batch_texts_count"
+        )
+        scored = metric(after, "algospeak_model_batch_texts_sum") - metric(
+            before, "algospeak_model_batch_texts_sum"
+        )
+        assert (batches, scored) == (1, len(texts))
+        # A batch request's texts go to the model together too.
+        before = after
+        batch = client.post("/classify/batch", json={"texts": texts}).json()["results"]
+        assert [strip(result) for result in batch] == alone
+        after = client.get("/metrics").text
+        assert (
+            metric(after, "algospeak_model_batch_texts_count")
+            - metric(before, "algospeak_model_batch_texts_count")
+            == 1
+        )
+
+
+def strip(result: dict) -> dict:
+    """A /classify answer without what differs between runs."""
+    return {key: value for key, value in result.items() if key != "latency_ms"}

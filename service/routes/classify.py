@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.classifier import Classifier
+from service.classifier import Verdict
 from service.dependencies import ClassifierDep, SettingsDep, checked_batch, checked_text
 from service.errors import model_errors
 from service.explain import explain as explain_verdict
@@ -21,18 +21,24 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 422, 503)}
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS)
 def classify(body: ClassifyRequest, classifier: ClassifierDep, settings: SettingsDep):
-    return _response(classifier, checked_text(body.text, settings), body.explain, "text")
+    text = checked_text(body.text, settings)
+    with model_errors("text"):
+        verdict = classifier.classify(text, reason=body.explain == "reason")
+    return _response(verdict, body.explain)
 
 
 @router.post("/classify/batch", response_model=BatchResponse, responses=ERRORS)
 def classify_batch(body: BatchRequest, classifier: ClassifierDep, settings: SettingsDep):
     texts = checked_batch(body.texts, settings, "texts")
-    results = [_response(classifier, t, body.explain, f"texts[{i}]") for i, t in enumerate(texts)]
-    return BatchResponse(results=results)
+    prepared = []
+    for i, text in enumerate(texts):
+        with model_errors(f"texts[{i}]"):
+            prepared.append(classifier.prepare(text))
+    with model_errors("texts"):  # the texts are scored together, as the model's batch allows
+        verdicts = classifier.decide(prepared, reason=body.explain == "reason")
+    return BatchResponse(results=[_response(verdict, body.explain) for verdict in verdicts])
 
 
-def _response(classifier: Classifier, text: str, explain: Explain, field: str) -> ClassifyResponse:
-    with model_errors(field):
-        verdict = classifier.classify(text, reason=explain == "reason")
+def _response(verdict: Verdict, explain: Explain) -> ClassifyResponse:
     explanation = explain_verdict(verdict) if explain else None
     return ClassifyResponse.from_verdict(verdict, explanation)

@@ -36,10 +36,12 @@ OPENAI_CATEGORIES = (
 def moderations(body: ModerationRequest, classifier: ClassifierDep, settings: SettingsDep):
     texts = [body.input] if isinstance(body.input, str) else body.input
     texts = checked_batch(texts, settings, "input")
-    results = []
+    prepared = []
     for i, text in enumerate(texts):
         with model_errors(f"input[{i}]" if isinstance(body.input, list) else "input"):
-            results.append(result(classifier.classify(text)))
+            prepared.append(classifier.prepare(text))
+    with model_errors("input"):  # the texts are scored together, as the model's batch allows
+        results = [result(verdict) for verdict in classifier.decide(prepared)]
     return ModerationResponse(
         id=f"modr-{uuid.uuid4().hex}",
         model=body.model or classifier.engine.info.name,

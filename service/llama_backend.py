@@ -5,14 +5,18 @@ written for.
 
 Where a token's key and value sit in llama.cpp's cache changes its results: the CPU kernels sum
 attention over cache cells in SIMD lanes and groups picked by cell index, and a small quantized
-model turns those last-bit differences into probabilities about 1e-2 apart. So every token goes
-where one rule puts it, whatever else the cache holds: in a cell congruent to its position modulo
-:data:`ALIGN`, above its sequence's other cells, and each run of a sequence's tokens evaluated in
-one call starts in a :data:`ISOLATE`-cell group holding no other cell of that sequence. A sequence
-then gets the same numbers alone or beside others. llama.cpp puts new tokens (and restored
-sequence state) in the lowest free cells, in order, so before an evaluation the free cells below
-and between the chosen ones are filled with throwaway copies of the prefix's cells (a memory copy
-of saved state, no evaluation), which go again afterwards.
+model turns those last-bit differences into probabilities up to about 0.05 apart. A lone
+sequence evaluated in one piece has its token at position p in cell p. Every sequence here is
+laid out so that the kernels cannot tell the difference, whatever else the cache holds: each
+:data:`BLOCK` of its positions sits in one block of cells congruent to them modulo
+:data:`ALIGN`, in order, and where a run of new tokens starts inside a block, copies of that
+block's earlier cells (the sequence's own) are put right before it. So a text gets bit for bit
+the numbers it gets alone on a fresh cache, in a batch, or in one call or several.
+
+llama.cpp puts new tokens (and restored sequence state) in the lowest free cells, in order; so
+before an evaluation every free cell below the chosen ones is filled with throwaway copies of
+prefix cells (restored saved state: a memory copy, no evaluation), and those over the chosen
+cells are freed again just before their turn.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from service.scoring import BackendFullError, Branch, log_softmax
 # The releases this adapter was written and tested for (pyproject.toml pins the same range).
 SUPPORTED = ((0, 3, 16), (0, 4, 0))  # from, up to but excluding
 _RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
-# Cells a token's cell index matters modulo (the widest SIMD accumulation pattern, with room).
+# A token's cell index matters modulo this (the widest SIMD accumulation pattern, with room).
 ALIGN = 64
-# Cells summed together as one group in the attention's softmax (AVX-512: 16, AVX2: 8).
-ISOLATE = 16
+# Cells summed as one group in the attention's softmax (AVX-512: 16, AVX2: 8).
+BLOCK = 16
 # Cells beyond two contexts, for the alignment of a request's runs (at most a row each).
 SPARE_CELLS = 16 * ALIGN
 MAX_BRANCHES = 64  # per call: the previous call's, the new ones and the fillers share 256 ids
@@ -58,23 +62,31 @@ def check_version(version: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Run:
-    """Tokens of one sequence to evaluate from position ``first``, with the indices into them
-    whose next-token log-probabilities are wanted."""
+    """Tokens to evaluate on ``sequence`` from position ``first``, continuing the first
+    ``first`` positions of ``source`` (which may be ``sequence`` itself), with the indices into
+    them whose next-token log-probabilities are wanted."""
 
     sequence: int
+    source: int
     first: int
     tokens: Sequence[int]
     outputs: frozenset[int]
 
+    @property
+    def block(self) -> int:
+        """The first position of the block where the run starts: from there on, the run's
+        sequence holds its own cells (copies, then the new tokens')."""
+        return self.first - self.first % BLOCK
+
 
 class _Cells:
-    """Which cache cells each sequence holds, by position (a mirror of llama.cpp's own
-    bookkeeping, kept by making every change to the cache through this backend), and where a
-    run may go under the module's placement rule."""
+    """Which cache cells each sequence holds, by position, and how many holders each cell has
+    (a mirror of llama.cpp's bookkeeping, kept by making every change to the cache through this
+    backend); and where a run may go under the module's layout."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.users = [0] * size  # sequences holding each cell; 0: free
+        self.users = [0] * size  # holders of each cell; 0: free
         self.of: dict[int, list[int]] = {}  # sequence -> its cell at each position
 
     def clear(self) -> None:
@@ -84,37 +96,44 @@ class _Cells:
     def hold(self, sequence: int, cells: Sequence[int]) -> None:
         """``sequence`` holds ``cells`` at its next positions."""
         self.of.setdefault(sequence, []).extend(cells)
-        for cell in cells:
-            self.users[cell] += 1
+        self.take(cells)
 
     def release(self, sequence: int, start: int = 0) -> None:
         """``sequence`` lets go of its cells from position ``start`` on."""
         cells = self.of.get(sequence, [])
-        for cell in cells[start:]:
-            self.users[cell] -= 1
+        self.give(cells[start:])
         if start:
             del cells[start:]
         else:
             self.of.pop(sequence, None)
 
+    def take(self, cells: Sequence[int]) -> None:
+        for cell in cells:
+            self.users[cell] += 1
+
+    def give(self, cells: Sequence[int]) -> None:
+        for cell in cells:
+            self.users[cell] -= 1
+
     def free_below(self, end: int) -> list[int]:
         """The free cells below ``end``, lowest first: where llama.cpp puts what comes next."""
         return [cell for cell in range(end) if not self.users[cell]]
 
-    def plan(self, runs: Sequence[_Run]) -> list[range]:
-        """The cells for each run under the placement rule, lowest first where there is a
-        choice; BackendFullError if the cache has no room."""
+    def plan(self, spans: Sequence[tuple[int, int, int]]) -> list[range]:
+        """Cells for each ``(sequence, first position, count)`` span (starting a block), above
+        the sequence's cells and congruent to the positions modulo ALIGN, the lowest such
+        free ones; BackendFullError if the cache has no room."""
         taken: set[int] = set()
         placed = []
-        for run in runs:
-            own = self.of.get(run.sequence, [])
-            floor = -(-(own[-1] + 1) // ISOLATE) * ISOLATE if own else 0
-            cell = floor + (run.first - floor) % ALIGN
-            while not self._free(cell, len(run.tokens), taken):
+        for sequence, first, count in spans:
+            own = self.of.get(sequence, [])
+            floor = -(-(own[-1] + 1) // BLOCK) * BLOCK if own else 0
+            cell = floor + (first - floor) % ALIGN
+            while not self._free(cell, count, taken):
                 cell += ALIGN
-                if cell + len(run.tokens) > self.size:
+                if cell + count > self.size:
                     raise BackendFullError("the cache has no room for these branches")
-            placed.append(range(cell, cell + len(run.tokens)))
+            placed.append(range(cell, cell + count))
             taken.update(placed[-1])
         return placed
 
@@ -186,36 +205,35 @@ class LlamaBackend:
         starts over."""
         if start == 0:
             self._clear()
-        else:
-            if start < self._branch_start:  # the branches continued what is rewritten now
-                self._drop_branches()
-            self._forget(0, start)
+        elif start < self._branch_start:  # the branches continued what is rewritten now
+            self._drop_branches()
         wanted = frozenset(i % len(tokens) for i in outputs)
-        (log_probs,) = self._evaluate([_Run(0, start, tokens, wanted)])
+        run = _Run(0, 0, start, tokens, wanted)
+        (log_probs,) = self._evaluate([run], self._begin([run]))
         return log_probs
 
     def decode_branches(self, start: int, branches: Sequence[Branch]) -> list[list[np.ndarray]]:
         """:meth:`service.scoring.Backend.decode_branches`: each branch on a sequence of its
-        own, all in one llama_decode call (or one per ``n_batch`` tokens). A branch reuses
-        a branch of the previous call only as a whole (one that its tokens before their first
-        output begin with), so that where runs start never depends on what else was
-        evaluated."""
+        own, all in one llama_decode call (or one per ``n_batch`` tokens). A branch reuses a
+        branch of the previous call only as a whole (one that its tokens before their first
+        output begin with), so how a text's tokens are split into runs never depends on what
+        else was evaluated."""
         free = [s for s in self._ids if s not in self._branches]
         if len(branches) > min(self.max_branches, len(free)):
             raise BackendFullError(f"{len(branches)} branches; one call takes {self.max_branches}")
         if start != self._branch_start:
             self._drop_branches()
             self._branch_start = start
-        sources = [self._continued(branch) for branch in branches]
         runs = []
-        for branch, (source, kept), sequence in zip(branches, sources, free, strict=False):
-            self._alias(source, sequence, start + kept)
+        for branch, sequence in zip(branches, free, strict=False):
+            source, kept = self._continued(branch)
             outputs = frozenset(i - kept for i in branch.outputs)
-            runs.append(_Run(sequence, start + kept, branch.tokens[kept:], outputs))
+            runs.append(_Run(sequence, source, start + kept, branch.tokens[kept:], outputs))
+        copies = self._begin(runs)
         self._drop_branches()  # what the new branches reuse is theirs now too
         self._branches = {run.sequence: b.tokens for run, b in zip(runs, branches, strict=True)}
         try:
-            return self._evaluate(runs)
+            return self._evaluate(runs, copies)
         except Exception:
             self._drop_branches()  # half-written: trust none of it
             raise
@@ -239,31 +257,68 @@ class LlamaBackend:
                 best = (sequence, len(tokens))
         return best
 
-    def _evaluate(self, runs: Sequence[_Run]) -> list[list[np.ndarray]]:
-        """Evaluate ``runs`` where the placement rule puts them, ``n_batch`` tokens per
-        llama_decode call; per run, the log-probabilities at its outputs in order."""
-        placed = self._cells.plan(runs)
-        fillers = self._fill_around(placed)
+    def _begin(self, runs: Sequence[_Run]) -> list[Any]:
+        """Let each run's sequence hold its source's whole blocks before the run; per run, the
+        saved state of its source's cells from there to the run's start (None if none), which
+        go next to the run."""
+        copies = [
+            self._saved(run.source, run.block, run.first) if run.block < run.first else None
+            for run in runs
+        ]
+        for run in runs:
+            if run.sequence == run.source:
+                self._forget(run.sequence, run.block)
+            else:
+                self._alias(run.source, run.sequence, run.block)
+        return copies
+
+    def _evaluate(self, runs: Sequence[_Run], copies: Sequence[Any]) -> list[list[np.ndarray]]:
+        """Evaluate ``runs`` (set up by ``_begin``, with its ``copies``) where the layout puts
+        them, ``n_batch`` tokens per llama_decode call; per run, the log-probabilities at its
+        outputs in order."""
+        placed = self._cells.plan(
+            [(run.sequence, run.block, run.first - run.block + len(run.tokens)) for run in runs]
+        )
+        copied = [cells[: run.first - run.block] for run, cells in zip(runs, placed, strict=True)]
+        fresh = [cells[run.first - run.block :] for run, cells in zip(runs, placed, strict=True)]
+        fillers, holding = self._fill_below(placed, any(copies))
         try:
-            entries = sorted(
-                (cell, run.tokens[i], run.first + i, run.sequence, i in run.outputs, r)
-                for r, (run, cells) in enumerate(zip(runs, placed, strict=True))
-                for i, cell in enumerate(cells)
-            )
-            results: list[list[np.ndarray]] = [[] for _ in runs]
-            for offset in range(0, len(entries), self._llm.n_batch):
-                chunk = entries[offset : offset + self._llm.n_batch]
-                for r, log_probs in self._decode_chunk([entry[1:] for entry in chunk]):
-                    results[r].append(log_probs)
+            # Each restore takes the lowest free cells: the copies go in first, with only their
+            # cells free; then the new tokens' cells are freed for the evaluation.
+            self._free_cells([cell for cells in copied for cell in cells], holding)
+            spare = next(s for s in self._ids if s not in self._branches and s not in fillers)
+            for run, cells, state in sorted(
+                zip(runs, copied, copies, strict=True), key=lambda item: item[1].start
+            ):
+                if state is not None:
+                    self._copy_in(state, run, cells, spare)
+            self._free_cells([cell for cells in fresh for cell in cells], holding)
+            results = self._decode_runs(runs, fresh)
         except Exception:
             for run in runs:  # llama.cpp may hold some of them; the mirror holds none
                 self._remove(run.sequence, run.first, -1)
             raise
         finally:
             for sequence in fillers:
-                self._forget(sequence, 0)
-        for run, cells in zip(runs, placed, strict=True):
+                self._remove(sequence, 0, -1)
+            self._cells.give(list(holding))
+        for run, cells in zip(runs, fresh, strict=True):
             self._cells.hold(run.sequence, cells)
+        return results
+
+    def _decode_runs(self, runs: Sequence[_Run], placed: Sequence[range]) -> list[list[np.ndarray]]:
+        """Evaluate the runs' tokens, which go to the lowest free cells (``placed``, once all
+        others are filled), in order of those cells."""
+        entries = sorted(
+            (cell, run.tokens[i], run.first + i, run.sequence, i in run.outputs, r)
+            for r, (run, cells) in enumerate(zip(runs, placed, strict=True))
+            for i, cell in enumerate(cells)
+        )
+        results: list[list[np.ndarray]] = [[] for _ in runs]
+        for offset in range(0, len(entries), self._llm.n_batch):
+            chunk = entries[offset : offset + self._llm.n_batch]
+            for r, log_probs in self._decode_chunk([entry[1:] for entry in chunk]):
+                results[r].append(log_probs)
         return results
 
     def _decode_chunk(
@@ -288,53 +343,76 @@ class LlamaBackend:
         for i, (_, _, _, output, run) in enumerate(chunk):
             if output:
                 pointer = llama_get_logits_ith(llm._ctx.ctx, i)
-                found.append(
-                    (run, log_softmax(np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))))
-                )
+                logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))
+                found.append((run, log_softmax(logits)))
         return found
 
-    def _fill_around(self, placed: Sequence[range]) -> list[int]:
-        """Occupy every free cell below the last of ``placed`` but those (with restored copies
-        of prefix cells), so that the next evaluation lands exactly there; the filler
-        sequences."""
-        targets = {cell for cells in placed for cell in cells}
-        free = self._cells.free_below(max(targets) + 1)
-        if len(free) == len(targets):
-            return []
+    def _fill_below(
+        self, placed: Sequence[range], copies: bool
+    ) -> tuple[list[int], dict[int, tuple[int, int]]]:
+        """Occupy every free cell below the last of ``placed`` with restored copies of prefix
+        cells (none if those free cells are just the ones ``placed`` and no ``copies`` go in
+        before the evaluation); the filler sequences, and for each cell (filler sequence,
+        position) to free it again."""
+        free = self._cells.free_below(max(cells[-1] for cells in placed) + 1)
+        if not copies and len(free) == sum(len(cells) for cells in placed):
+            return [], {}
         size = len(self._cells.of[0])  # the prefix's cells are the fillers' source
         chunks = [free[offset : offset + size] for offset in range(0, len(free), size)]
-        fillers = [s for s in self._ids if s not in self._branches][: len(chunks)]
-        if len(fillers) < len(chunks):
+        fillers = [s for s in self._ids if s not in self._branches][: len(chunks) + 1]
+        if len(fillers) <= len(chunks):  # one more id stays free for copying runs' blocks
             raise BackendFullError("no sequence left for the fillers that place these branches")
+        fillers = fillers[: len(chunks)]
         try:
             for sequence, cells in zip(fillers, chunks, strict=True):
-                self._restore(sequence, len(cells))
+                self._restore(self._filler(len(cells)), sequence)
         except Exception:
             for sequence in fillers:
                 self._remove(sequence, 0, -1)
             raise
-        # Then free the targets again (all fillers first: each restore takes the lowest free
-        # cells); the evaluation fills them, in this order.
-        for sequence, cells in zip(fillers, chunks, strict=True):
-            for position, cell in enumerate(cells):
-                if cell in targets:
-                    self._remove(sequence, position, position + 1)
-            self._cells.hold(sequence, [cell for cell in cells if cell not in targets])
-        return fillers
+        self._cells.take(free)
+        holding = {
+            cell: (sequence, position)
+            for sequence, cells in zip(fillers, chunks, strict=True)
+            for position, cell in enumerate(cells)
+        }
+        return fillers, holding
 
-    def _restore(self, sequence: int, count: int) -> None:
-        """Put a copy of the prefix's first ``count`` cells in sequence ``sequence``, in the
-        lowest free cells."""
-        from llama_cpp import llama_state_seq_set_data
+    def _free_cells(self, cells: Sequence[int], holding: dict[int, tuple[int, int]]) -> None:
+        """Free those of ``cells`` that fillers are ``holding``."""
+        for cell in cells:
+            if cell in holding:
+                sequence, position = holding.pop(cell)
+                self._remove(sequence, position, position + 1)
+                self._cells.give([cell])
 
+    def _copy_in(self, state: Any, run: _Run, cells: Sequence[int], spare: int) -> None:
+        """Give ``run``'s sequence the saved ``state`` (its source's cells from the run's block
+        to its start), restored through the unused sequence ``spare`` into the lowest free
+        cells: ``cells``."""
+        from llama_cpp import llama_memory_seq_cp
+
+        self._restore(state, spare)
+        llama_memory_seq_cp(self._llm._ctx.memory, spare, run.sequence, run.block, run.first)
+        self._remove(spare, 0, -1)
+        self._cells.hold(run.sequence, cells)
+
+    def _filler(self, count: int) -> Any:
+        """The saved state of the main sequence's first ``count`` cells (kept for reuse)."""
         state = self._fillers.get(count)
         if state is None:
-            state = self._fillers[count] = self._saved_prefix(count)
-        if llama_state_seq_set_data(self._llm._ctx.ctx, state, len(state), sequence) == 0:
-            raise RuntimeError("llama.cpp could not restore filler cells")
+            state = self._fillers[count] = self._saved(0, 0, count)
+        return state
 
-    def _saved_prefix(self, count: int) -> Any:
-        """The saved state of the main sequence's first ``count`` cells."""
+    def _restore(self, state: Any, sequence: int) -> None:
+        """Put saved ``state`` in ``sequence``, in the lowest free cells."""
+        from llama_cpp import llama_state_seq_set_data
+
+        if llama_state_seq_set_data(self._llm._ctx.ctx, state, len(state), sequence) == 0:
+            raise RuntimeError("llama.cpp could not restore saved cache cells")
+
+    def _saved(self, sequence: int, start: int, end: int) -> Any:
+        """The saved state of ``sequence``'s cells for positions ``start`` to ``end``."""
         from llama_cpp import (
             llama_memory_seq_cp,
             llama_state_seq_get_data,
@@ -342,7 +420,7 @@ class LlamaBackend:
         )
 
         context = self._llm._ctx
-        llama_memory_seq_cp(context.memory, 0, self._scratch, 0, count)
+        llama_memory_seq_cp(context.memory, sequence, self._scratch, start, end)
         try:
             size = llama_state_seq_get_size(context.ctx, self._scratch)
             state = (ctypes.c_uint8 * size)()

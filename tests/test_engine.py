@@ -8,7 +8,7 @@ import pytest
 from algospeak import normalize
 from service.engine import Engine, ModelError
 from service.llama_backend import UnsupportedVersionError, check_version
-from service.scoring import InputTooLongError, renormalize
+from service.scoring import InputTooLongError, log_softmax, renormalize
 
 TEXTS = [
     "I want to unalive myself",
@@ -239,3 +239,26 @@ def test_batches_over_n_batch_tokens_are_split_with_the_same_answers(smollm2_ggu
         assert largest_difference(alone[1], *reference) <= 1e-4
     finally:
         small.close()
+
+
+def test_numbers_are_those_of_a_lone_sequence_on_a_fresh_cache(engine, smollm2_gguf: Path) -> None:
+    from llama_cpp import Llama
+
+    texts = MORE_TEXTS[:6]
+    requests = [engine.request_tokens(t, normalize(t)) for t in texts]
+    engine.score_many(requests[:3])  # leave the cache busy with other sequences first
+    together = engine.score_many(requests)
+    plain = Llama(
+        model_path=str(smollm2_gguf), n_ctx=1024, n_threads=2, logits_all=True, verbose=False
+    )
+    labels = engine._answer.labels
+    try:
+        for request, result in zip(requests, together, strict=True):
+            plain.reset()
+            plain.eval(engine.prefix + request)
+            log_probs = log_softmax(plain.scores[plain.n_tokens - 1])
+            raw = renormalize({k: float(log_probs[t[0]]) for k, t in labels.items()})
+            lone = engine.calibration.labels(raw)
+            assert result.label_scores == lone  # bit for bit, whatever shared the cache
+    finally:
+        plain.close()

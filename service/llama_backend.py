@@ -179,7 +179,7 @@ class LlamaBackend:
         _branching_context(self._llm, cells=cells, sequences=sequences)
         self._cells = _Cells(self._llm._ctx.n_ctx())
         self.max_branches: int = MAX_BRANCHES
-        self._scratch = sequences - 1  # where filler state is cut from the prefix
+        self._scratch = sequences - 1  # where cells are saved from (filler, copies)
         self._ids = range(1, self._scratch)
         self._branches: dict[int, tuple[int, ...]] = {}  # sequence -> its tokens after the start
         self._branch_start = 0
@@ -281,7 +281,7 @@ class LlamaBackend:
         )
         copied = [cells[: run.first - run.block] for run, cells in zip(runs, placed, strict=True)]
         fresh = [cells[run.first - run.block :] for run, cells in zip(runs, placed, strict=True)]
-        fillers, holding = self._fill_below(placed, any(copies))
+        fillers, holding = self._fill_below(placed, any(c is not None for c in copies))
         try:
             # Each restore takes the lowest free cells: the copies go in first, with only their
             # cells free; then the new tokens' cells are freed for the evaluation.

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from algospeak import normalize
+from algospeak.taxonomy import HARM_CATEGORIES
+from service.calibration import Calibration
 from service.engine import Engine, ModelError
 from service.llama_backend import UnsupportedVersionError, check_version
 from service.scoring import InputTooLongError, log_softmax, renormalize
@@ -262,3 +264,36 @@ def test_numbers_are_those_of_a_lone_sequence_on_a_fresh_cache(engine, smollm2_g
             assert result.label_scores == lone  # bit for bit, whatever shared the cache
     finally:
         plain.close()
+
+
+def scored_every_way(engine: Engine, texts: list[str]) -> list:
+    """Each text's answer alone, after checking that scoring them all together gives exactly
+    those answers in two decode calls and that the sequential algorithm reads the same
+    numbers."""
+    requests = [engine.request_tokens(t, normalize(t)) for t in texts]
+    alone = [engine.score(request) for request in requests]
+    before = engine.backend.decode_calls
+    assert engine.score_many(requests) == alone
+    assert engine.backend.decode_calls - before == 2
+    for text, request, result in zip(texts, requests, alone, strict=True):
+        assert largest_difference(result, *sequential_scores(engine, request)) <= 1e-4, text
+    return alone
+
+
+def test_a_calibration_that_reorders_categories_is_scored_the_same_every_way(
+    engine, smollm2_gguf: Path
+) -> None:
+    """The severity is read after the calibrated top category, which the calibration may make
+    another than the model's own."""
+    calibration = Calibration(0.5, 0.3, {"violence": -1.5, "drugs": 1.0})
+    calibrated = Engine(smollm2_gguf, threads=2, context=1024, calibration=calibration)
+    try:
+        answers = scored_every_way(calibrated, MORE_TEXTS)
+    finally:
+        calibrated.close()
+    plain = [classify(engine, text) for text in MORE_TEXTS]
+
+    def top(result) -> str:
+        return max(HARM_CATEGORIES, key=result.category_scores.__getitem__)
+
+    assert any(top(a) != top(p) for a, p in zip(answers, plain, strict=True))

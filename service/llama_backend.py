@@ -17,13 +17,23 @@ llama.cpp puts new tokens (and restored sequence state) in the lowest free cells
 before an evaluation every free cell below the chosen ones is filled with throwaway copies of
 prefix cells (restored saved state: a memory copy, no evaluation), and those over the chosen
 cells are freed again just before their turn.
+
+How many tokens share a decode call must not matter either, yet two of llama.cpp's CPU matrix
+kernels for quantized weights choose their summation by it: K-quant weights (Q4_K_M's) are
+multiplied by a tiled kernel from 8 rows on and row by row below, and repacked weights (Q4_K,
+Q4_0, Q8_0) four rows at a time with the rest row by row. Both are off here (the tiled kernel
+by its environment variable, set on import; repacking at load), so each row is computed the
+same way in any batch.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +52,11 @@ BLOCK = 16
 # Cells beyond two contexts, for the alignment of a request's runs (at most a row each).
 SPARE_CELLS = 16 * ALIGN
 MAX_BRANCHES = 64  # per call: the previous call's, the new ones and the fillers share 256 ids
+
+# llama.cpp reads it once per process, at its first matrix product: set before any model runs
+# (see the module's docstring).
+os.environ["GGML_CPU_TILED_MM"] = "0"
+_LOADING = threading.Lock()  # one model load at a time may wrap llama.cpp's default parameters
 
 
 class UnsupportedVersionError(RuntimeError):
@@ -159,16 +174,17 @@ class LlamaBackend:
         import llama_cpp  # heavy: only serving a GGUF needs it
 
         check_version(llama_cpp.__version__)
-        self._llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=context,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=batch,
-            logits_all=False,
-            lora_path=str(lora_path) if lora_path is not None else None,
-            verbose=False,
-        )
+        with _weights_as_stored():
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=context,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=batch,
+                logits_all=False,
+                lora_path=str(lora_path) if lora_path is not None else None,
+                verbose=False,
+            )
         self.metadata: dict[str, Any] = dict(self._llm.metadata)
         self.chat_template: str | None = self.metadata.get("tokenizer.chat_template")
         adds_bos = self.metadata.get("tokenizer.ggml.add_bos_token") == "true"
@@ -462,6 +478,29 @@ class LlamaBackend:
         self._branches = {}
         self._branch_start = 0
         self._fillers = {}
+
+
+@contextmanager
+def _weights_as_stored() -> Iterator[None]:
+    """Models loaded in the block keep their weights as the file stores them, in no repacked
+    copy (see the module's docstring). ``Llama`` does not expose llama.cpp's
+    ``use_extra_bufts``; it starts from ``llama_model_default_params()``, so that is wrapped
+    meanwhile."""
+    import llama_cpp.llama as module
+
+    with _LOADING:
+        defaults = module.llama_cpp.llama_model_default_params
+
+        def as_stored() -> Any:
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        module.llama_cpp.llama_model_default_params = as_stored
+        try:
+            yield
+        finally:
+            module.llama_cpp.llama_model_default_params = defaults
 
 
 def _branching_context(llm: Any, *, cells: int, sequences: int) -> None:

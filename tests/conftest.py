@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
+from artifacts import shipped
 from artifacts.bases import fetch
 from service.app import create_app
 from service.settings import Settings
@@ -160,6 +161,13 @@ def smollm2_gguf() -> Path:
     and linked into $ALGOSPEAK_HOME/models/bases/smollm2-135m-instruct/ (git-ignored).
     """
     return fetch("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def shipped_gguf(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
+    """The shipped default model as serving prepares it (the base with the adapter in
+    models/default merged, quantized as its manifest says), in a home of the session's own."""
+    return shipped.prepare(target=tmp_path_factory.mktemp("home") / "algospeak.gguf", threads=2)
 
 
 @pytest.fixture(scope="session")

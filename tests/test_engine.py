@@ -297,3 +297,13 @@ def test_a_calibration_that_reorders_categories_is_scored_the_same_every_way(
         return max(HARM_CATEGORIES, key=result.category_scores.__getitem__)
 
     assert any(top(a) != top(p) for a, p in zip(answers, plain, strict=True))
+
+
+def test_the_shipped_model_scores_texts_together_exactly_as_alone(shipped_gguf: Path) -> None:
+    """The default model: K-quant weights (Q4_K_M) and the calibration fitted on dev."""
+    shipped = Engine(shipped_gguf, threads=2, context=1024)
+    try:
+        assert shipped.calibration != Calibration()
+        scored_every_way(shipped, MORE_TEXTS)
+    finally:
+        shipped.close()

@@ -23,11 +23,6 @@ from training.dataset import build, write
 TEXTS = ["i want to unalive myself", "grilled corn with lime", "kys nobody wants you"]
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf) -> Path:
-    return shipped.prepare(target=tmp_path_factory.mktemp("home") / "algospeak.gguf", threads=2)
-
-
 def test_the_shipped_adapter_was_trained_on_the_dataset_the_code_builds(tmp_path: Path) -> None:
     manifest = shipped.load().manifest
     write(build(), tmp_path)
@@ -50,15 +45,15 @@ def test_the_manifest_says_what_the_model_is_and_how_it_scored() -> None:
     assert "/root/" not in json.dumps(manifest) and "/home/" not in json.dumps(manifest)
 
 
-def test_preparing_builds_the_served_model_once(prepared: Path) -> None:
-    first = prepared.stat().st_mtime_ns
-    assert shipped.prepare(target=prepared, threads=2) == prepared
-    assert prepared.stat().st_mtime_ns == first  # reused, not rebuilt
+def test_preparing_builds_the_served_model_once(shipped_gguf: Path) -> None:
+    first = shipped_gguf.stat().st_mtime_ns
+    assert shipped.prepare(target=shipped_gguf, threads=2) == shipped_gguf
+    assert shipped_gguf.stat().st_mtime_ns == first  # reused, not rebuilt
 
 
-def test_the_prepared_model_is_the_base_with_the_adapter(prepared: Path, smollm2_gguf) -> None:
+def test_the_prepared_model_is_the_base_with_the_adapter(shipped_gguf: Path, smollm2_gguf) -> None:
     """Merged at first start or applied at run time by llama.cpp, the answers agree."""
-    merged = Engine(prepared, threads=2)
+    merged = Engine(shipped_gguf, threads=2)
     calibration = Calibration.from_manifest(shipped.load().manifest)
     layered = Engine(
         smollm2_gguf, threads=2, lora_path=shipped.load().adapter, calibration=calibration
@@ -74,12 +69,12 @@ def test_the_prepared_model_is_the_base_with_the_adapter(prepared: Path, smollm2
 
 
 def test_the_service_serves_the_shipped_model_by_name(
-    prepared: Path, tmp_path: Path, monkeypatch
+    shipped_gguf: Path, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("ALGOSPEAK_HOME", str(tmp_path))
     target = tmp_path / "models" / "default" / "algospeak.gguf"
     target.parent.mkdir(parents=True)
-    shutil.copyfile(prepared, target)
+    shutil.copyfile(shipped_gguf, target)
     with TestClient(create_app(Settings(threads=2))) as client:
         info = client.get("/info").json()
         answer = client.post("/classify", json={"text": TEXTS[2]}).json()

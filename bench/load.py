@@ -1,20 +1,25 @@
-"""Load on the real service: N concurrent clients on POST /classify for D seconds, per worker count.
+"""Load on the real service: N concurrent clients on POST /classify for D seconds, per layout.
 
-Each worker count gets a fresh server (``python -m service``, loopback only, rate limit off since
-all clients share one address). Every client loops request after request with varied short texts,
-some in algospeak and some clean; a 503 with ``Retry-After`` is backpressure: the client waits
-(capped) and goes on, and the 503 is counted. Reported per worker count: requests sent,
-throughput (200s per second), p50/p99 latency of the 200s, status counts, the fraction answered
-200, whether the service is alive afterwards and the CPU time each worker process spent (how
-evenly the kernel spread the connections); then each worker count's throughput against the
-smallest one measured in the same run. Goal, per worker count: no errors other than 503
-backpressure, >= 90 % answered 200, alive afterwards; exit 1 otherwise.
+A layout is how the service spends the CPUs: ``WxT`` is W worker processes of T model threads
+each, and ``/bN`` caps how many waiting texts the model evaluates together
+(``ALGOSPEAK_MODEL_BATCH``; ``/b1`` is one request at a time, the engine before batching). Each
+layout gets a fresh server (``python -m service``, loopback only, rate limit off since all clients
+share one address). Every client loops request after request with varied short texts, some in
+algospeak and some clean; a 503 with ``Retry-After`` is backpressure: the client waits (capped)
+and goes on, and the 503 is counted. Reported per layout: requests sent, throughput (200s per
+second), p50/p99 latency of the 200s, status counts, the fraction answered 200, whether the
+service is alive afterwards and the CPU time each worker process spent; then each layout's
+throughput against the first one (the baseline), measured in the same run.
+
+Goals: per layout, no errors other than 503 backpressure, >= 90 % answered 200, alive
+afterwards; and the service's default layout (``--goal-layout``) at least ``--goal-speedup``
+times the baseline's throughput. Exit 1 when a goal is missed.
 
 Each request opens its own connection (``--keep-alive`` reuses them): workers share one listening
 socket, and connections opened at once and kept alive can all land on one worker.
 
-    python bench/load.py [--model PATH] [--clients 64] [--duration 30] [--workers 1 2]
-                         [--threads N] [--keep-alive] [--json PATH]
+    python bench/load.py [--model PATH] [--clients 64] [--duration 30]
+                         [--layouts 1x2/b1 1x2 2x1] [--keep-alive] [--json PATH]
 """
 
 from __future__ import annotations
@@ -78,6 +83,32 @@ OPENERS = ["", "", "lol ", "ok so ", "update: ", "fr ", "not gonna lie, "]
 CLOSERS = ["", "", " 😭", " !!", " #fyp", " (repost)", " ..."]
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """``workers`` processes of ``threads`` model threads; ``model_batch`` None: the default."""
+
+    workers: int
+    threads: int
+    model_batch: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Layout:
+        """``"2x1"`` or ``"1x2/b1"``; ValueError for anything else or a count below 1."""
+        shape, _, batch = spec.partition("/b")
+        workers, _, threads = shape.partition("x")
+        layout = cls(int(workers), int(threads), int(batch) if batch else None)
+        counts = [layout.workers, layout.threads]
+        if layout.model_batch is not None:
+            counts.append(layout.model_batch)
+        if min(counts) < 1:
+            raise ValueError(f"{spec}: counts must be at least 1")
+        return layout
+
+    def __str__(self) -> str:
+        batch = "" if self.model_batch is None else f"/b{self.model_batch}"
+        return f"{self.workers}x{self.threads}{batch}"
+
+
 def texts_for(rng: random.Random) -> Iterator[str]:
     """Endless varied texts: a base text with a random opener and closer."""
     while True:
@@ -99,7 +130,7 @@ def free_port() -> int:
 
 @contextmanager
 def serving(
-    model: Path, workers: int, threads: int | None, ready_timeout: float
+    model: Path, layout: Layout, ready_timeout: float
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A fresh ``python -m service`` on a free loopback port, yielded once /readyz answers 200
     and every worker has logged its startup (or ``ready_timeout`` passed); stopped after."""
@@ -109,14 +140,15 @@ def serving(
             **os.environ,
             "ALGOSPEAK_HOST": "127.0.0.1",
             "ALGOSPEAK_PORT": str(port),
-            "ALGOSPEAK_WORKERS": str(workers),
+            "ALGOSPEAK_WORKERS": str(layout.workers),
+            "ALGOSPEAK_THREADS": str(layout.threads),
             "ALGOSPEAK_MODEL_PATH": str(model),
             "ALGOSPEAK_RATE_LIMIT_PER_MINUTE": "0",
             "ALGOSPEAK_LOG_LEVEL": "info",  # each worker logs "Application startup complete"
         }
-        if threads is not None:
-            env["ALGOSPEAK_THREADS"] = str(threads)
-        if workers > 1:
+        if layout.model_batch is not None:
+            env["ALGOSPEAK_MODEL_BATCH"] = str(layout.model_batch)
+        if layout.workers > 1:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tmp) / "metrics")
             Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()
         log_path = Path(tmp) / "server.log"
@@ -130,7 +162,7 @@ def serving(
             )
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base, process, log_path, workers, ready_timeout)
+            wait_ready(base, process, log_path, layout.workers, ready_timeout)
             yield base, process
         finally:
             process.terminate()
@@ -331,16 +363,27 @@ def verdict(run: dict, min_ok: float) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cpus = os.cpu_count() or 1
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", type=Path, help=f"GGUF (default: {default_model()}, else the SmolLM2 base)"
     )
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per run")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
     parser.add_argument(
-        "--threads", type=int, help="ALGOSPEAK_THREADS (default: the service divides the CPUs)"
+        "--layouts",
+        type=Layout.parse,
+        nargs="+",
+        default=[Layout(1, cpus, 1), Layout(1, cpus), Layout(cpus, 1)],
+        help="WORKERSxTHREADS[/bMODEL_BATCH] per run; the first is the baseline",
     )
+    parser.add_argument(
+        "--goal-layout",
+        type=Layout.parse,
+        default=Layout(cpus, 1),
+        help="the service's default layout, held to --goal-speedup",
+    )
+    parser.add_argument("--goal-speedup", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=90.0, help="client timeout, seconds")
     parser.add_argument(
         "--max-retry-after", type=float, default=5.0, help="longest wait after a 503, seconds"
@@ -355,14 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.duration <= 0 or min(args.workers) < 1:
-        parser.error("--clients, --duration and --workers must be positive")
+    if args.clients < 1 or args.duration <= 0:
+        parser.error("--clients and --duration must be positive")
     if args.model is None:
         args.model = default_model()
         if not args.model.is_file():
             args.model = fetch("smollm2-135m-instruct")
-    threads = args.threads or os.environ.get("ALGOSPEAK_THREADS")
-    cpus = os.cpu_count() or 1
 
     connections = "kept alive" if args.keep_alive else "one per request"
     print(
@@ -370,11 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         f"connections {connections}"
     )
     runs = []
-    for workers in args.workers:
-        per_worker = threads or max(1, cpus // workers)
-        print(f"{workers} worker(s), {per_worker} thread(s) each: starting a fresh server")
-        with serving(args.model, workers, args.threads, args.ready_timeout) as (base, process):
-            pids = worker_pids(process, workers)
+    for layout in args.layouts:
+        print(f"layout {layout}: starting a fresh server")
+        with serving(args.model, layout, args.ready_timeout) as (base, process):
+            pids = worker_pids(process, layout.workers)
             cpu_before = cpu_seconds(pids)
             run = asyncio.run(
                 load(
@@ -392,27 +432,29 @@ def main(argv: list[str] | None = None) -> int:
                 for before, after in zip(cpu_before, cpu_seconds(pids), strict=True)
             ]
             run["server_running"] = process.poll() is None
-        run = {"workers": workers, "threads_per_worker": int(per_worker), **run}
+        run = {"layout": str(layout), **run}
         run["problems"] = verdict(run, args.goal_ok)
-        run["passed"] = not run["problems"]
         runs.append(run)
         report(run)
 
-    baseline = min(runs, key=lambda r: r["workers"])
-    scaling = {
-        str(r["workers"]): round(r["throughput_rps"] / baseline["throughput_rps"], 3)
+    baseline = runs[0]
+    speedups = {
+        r["layout"]: round(r["throughput_rps"] / baseline["throughput_rps"], 3)
         if baseline["throughput_rps"]
         else None
         for r in runs
     }
+    for run in runs[1:]:
+        ratio = speedups[run["layout"]]
+        shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
+        print(f"throughput {run['layout']} vs {baseline['layout']}: {shown} (measured in this run)")
+    goal = speedups.get(str(args.goal_layout))
+    if goal is not None and goal < args.goal_speedup:
+        problem = f"{goal:.2f}x the baseline's throughput (goal >= {args.goal_speedup:g}x)"
+        next(r for r in runs if r["layout"] == str(args.goal_layout))["problems"].append(problem)
+        print(f"default layout {args.goal_layout}: FAIL: {problem}")
     for run in runs:
-        if run is not baseline:
-            ratio = scaling[str(run["workers"])]
-            shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
-            print(
-                f"throughput {run['workers']} vs {baseline['workers']} worker(s): {shown} "
-                "(measured in this run)"
-            )
+        run["passed"] = not run["problems"]
     passed = all(r["passed"] for r in runs)
     if args.json:
         results = {
@@ -422,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
             "keep_alive": args.keep_alive,
             "cpus": cpus,
             "runs": runs,
-            "baseline_workers": baseline["workers"],
-            "throughput_vs_baseline": scaling,
+            "baseline": baseline["layout"],
+            "throughput_vs_baseline": speedups,
+            "goal_layout": str(args.goal_layout),
             "passed": passed,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -443,8 +486,8 @@ def report(run: dict) -> None:
     )
     print(f"  answered 200: {run['ok_fraction']:.1%}; alive afterwards: {run['alive']}")
     print(f"  CPU seconds per worker process during the load: {run['worker_cpu_s']}")
-    outcome = "PASS" if run["passed"] else "FAIL: " + "; ".join(run["problems"])
-    print(f"  {run['workers']} worker(s): {outcome}")
+    outcome = "FAIL: " + "; ".join(run["problems"]) if run["problems"] else "PASS"
+    print(f"  {run['layout']}: {outcome}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The benchmark script runs (its figures are for `make bench`, not for a unit test)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +10,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench_module(name: str):
+    """bench/NAME.py imported as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+load_bench = _bench_module("load")
 
 
 def test_normalize_bench_runs_and_reports_a_ratio() -> None:
@@ -59,15 +72,16 @@ def test_train_bench_measures_the_preset(smollm2_gguf) -> None:
 
 
 @pytest.mark.server
-def test_load_bench_runs_one_and_two_workers_against_the_real_service(
+def test_load_bench_runs_each_layout_against_the_real_service(
     smollm2_gguf: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "load.json"
     command = [sys.executable, "bench/load.py", "--model", str(smollm2_gguf), "--clients", "4"]
-    command += ["--duration", "3", "--workers", "1", "2", "--goal-ok", "0", "--json", str(out)]
+    command += ["--duration", "3", "--layouts", "1x2/b1", "2x1", "--goal-layout", "2x1"]
+    command += ["--goal-ok", "0", "--goal-speedup", "0", "--json", str(out)]
     subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=240)
     results = json.loads(out.read_text())
-    assert [run["workers"] for run in results["runs"]] == [1, 2]
+    assert [run["layout"] for run in results["runs"]] == ["1x2/b1", "2x1"]
     for run in results["runs"]:
         status = run["status"]
         assert status["200"] > 0
@@ -77,7 +91,23 @@ def test_load_bench_runs_one_and_two_workers_against_the_real_service(
         assert run["throughput_rps"] > 0
         assert 0 < run["p50_ms"] <= run["p99_ms"]
         assert run["alive"] == {"healthz": True, "classify": True}
-        assert len(run["worker_cpu_s"]) == run["workers"]
         assert run["passed"]
-    assert results["throughput_vs_baseline"]["1"] == 1.0
-    assert results["throughput_vs_baseline"]["2"] > 0
+    assert len(results["runs"][1]["worker_cpu_s"]) == 2
+    assert results["throughput_vs_baseline"]["1x2/b1"] == 1.0
+    assert results["throughput_vs_baseline"]["2x1"] > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("2x1", (2, 1, None)), ("1x2/b1", (1, 2, 1)), ("4x1/b16", (4, 1, 16))],
+)
+def test_load_bench_layouts_parse(spec: str, expected: tuple) -> None:
+    layout = load_bench.Layout.parse(spec)
+    assert (layout.workers, layout.threads, layout.model_batch) == expected
+    assert str(layout) == spec
+
+
+@pytest.mark.parametrize("spec", ["0x2", "2x0", "1x2/b0", "2", "x", "1x2/bx"])
+def test_load_bench_refuses_a_bad_layout(spec: str) -> None:
+    with pytest.raises(ValueError):
+        load_bench.Layout.parse(spec)

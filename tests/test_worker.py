@@ -71,7 +71,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def db(redis_url: str) -> Iterator["redis.Redis"]:
+def db(redis_url: str) -> Iterator[redis.Redis]:
     """A client on an empty database."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()
@@ -100,11 +100,14 @@ def names(consumer: str, routes: dict[str, str] | None = None) -> Names:
 
 @contextmanager
 def worker_thread(
-    redis_url: str, classifier: Classifier, consumer: str = "thread", **limits: object
+    redis_url: str,
+    classifier: Classifier,
+    consumer: str = "thread",
+    routes: dict[str, str] | None = None,
+    **limits: object,
 ) -> Iterator[Worker]:
     """A worker running in a thread of this process until the block ends (then stopped and
-    joined); its exceptions fail the test."""
-    routes: dict[str, str] | None = limits.pop("routes", None)  # type: ignore[assignment]
+    joined), with ``limits`` over quick test defaults; its exceptions fail the test."""
     client = redis.Redis.from_url(redis_url)
     queue = Queue(client, names(consumer, routes), result_ttl_s=TTL_S)
     settings = {"poll_s": 0.1, "max_text_chars": 2000, "policy_check_s": 0} | limits
@@ -154,18 +157,18 @@ def worker_process(
         process.wait(timeout=30)
 
 
-def add_posts(db: "redis.Redis", posts: list[dict]) -> list[str]:
+def add_posts(db: redis.Redis, posts: list[dict]) -> list[str]:
     return [db.xadd(STREAM, post).decode() for post in posts]
 
 
-def drained(db: "redis.Redis") -> bool:
+def drained(db: redis.Redis) -> bool:
     """Every post read by the group and acknowledged."""
     groups = {g["name"].decode(): g for g in db.xinfo_groups(STREAM)} if db.exists(STREAM) else {}
     group = groups.get(GROUP)
     return group is not None and group["lag"] == 0 and group["pending"] == 0
 
 
-def entries(db: "redis.Redis", stream: str) -> list[dict[str, str]]:
+def entries(db: redis.Redis, stream: str) -> list[dict[str, str]]:
     """A stream's entries, fields decoded, with the entry id as ``_entry``."""
     return [
         {"_entry": entry_id.decode()} | {k.decode(): v.decode() for k, v in fields.items()}
@@ -173,7 +176,7 @@ def entries(db: "redis.Redis", stream: str) -> list[dict[str, str]]:
     ]
 
 
-def pending(db: "redis.Redis") -> list[dict]:
+def pending(db: redis.Redis) -> list[dict]:
     return db.xpending_range(STREAM, GROUP, "-", "+", 100)
 
 
@@ -218,7 +221,7 @@ NOT_API = {
 
 
 def test_every_post_gets_one_result_as_the_api_answers_it(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, model_client: TestClient
+    db: redis.Redis, redis_url: str, classifier: Classifier, model_client: TestClient
 ) -> None:
     before = {k: metric("algospeak_worker_processed_total", outcome=k) for k in OUTCOMES}
     message_ids = add_posts(db, [post for post, _ in POSTS])
@@ -274,7 +277,7 @@ def test_every_post_gets_one_result_as_the_api_answers_it(
 
 
 def test_explanations_are_added_when_configured(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, model_client: TestClient
+    db: redis.Redis, redis_url: str, classifier: Classifier, model_client: TestClient
 ) -> None:
     add_posts(db, [{"id": "x", "text": "time to unalive myself"}])
     with worker_thread(redis_url, classifier, explain=True):
@@ -290,7 +293,7 @@ def test_explanations_are_added_when_configured(
 
 
 def test_a_post_held_by_a_killed_worker_is_processed_once_by_another(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
+    db: redis.Redis, redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "holding"
     posts = [{"id": "first", "text": "kys loser"}, {"id": "held", "text": "hold this one"}]
@@ -318,7 +321,7 @@ def test_a_post_held_by_a_killed_worker_is_processed_once_by_another(
 
 
 def test_a_slow_worker_whose_post_was_claimed_writes_no_second_result(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
+    db: redis.Redis, redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
     marker, release = tmp_path / "holding", tmp_path / "release"
     (held_id,) = add_posts(db, [{"id": "slow", "text": "hold this one"}])
@@ -341,7 +344,7 @@ def test_a_slow_worker_whose_post_was_claimed_writes_no_second_result(
 
 
 def test_a_post_that_keeps_failing_goes_to_the_dead_letter_stream_with_its_error(
-    db: "redis.Redis",
+    db: redis.Redis,
     redis_url: str,
     classifier: Classifier,
     monkeypatch: pytest.MonkeyPatch,
@@ -384,7 +387,7 @@ def test_a_post_that_keeps_failing_goes_to_the_dead_letter_stream_with_its_error
 
 
 def test_a_post_that_kills_its_workers_goes_to_the_dead_letter_stream(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
+    db: redis.Redis, redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
     message_ids = add_posts(db, [{"id": "deadly", "text": "crash the model"}])
     fault = {"ALGOSPEAK_TEST_DIE_TEXT": "crash the model", "ALGOSPEAK_WORKER_CLAIM_IDLE_S": "0.3"}
@@ -410,7 +413,7 @@ def test_a_post_that_kills_its_workers_goes_to_the_dead_letter_stream(
 
 
 def test_a_graceful_stop_finishes_the_post_in_hand_and_a_restart_loses_nothing(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
+    db: redis.Redis, redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
     marker, release = tmp_path / "holding", tmp_path / "release"
     texts = ["kys loser", "grilled corn with lime", "hold this one", "new 🌽 drop", "hi", "bye"]
@@ -451,7 +454,7 @@ def test_a_graceful_stop_finishes_the_post_in_hand_and_a_restart_loses_nothing(
 
 
 def test_a_worker_restarted_under_its_name_takes_back_what_it_held(
-    db: "redis.Redis", redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
+    db: redis.Redis, redis_url: str, classifier: Classifier, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "holding"
     message_ids = add_posts(

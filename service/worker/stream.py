@@ -166,11 +166,12 @@ class Queue:
         if deleted and deleted[0]:  # Redis 7 drops them from the pending list itself
             logger.warning("%d pending entries were deleted from the stream", len(deleted[0]))
             self.client.hdel(self.names.failures, *deleted[0])
-        messages = [
-            Message(_text(entry_id), _fields(fields))
-            for entry_id, fields in entries
-            if fields is not None  # Redis 6.2 reports a deleted entry this way
-        ]
+        messages = []
+        for entry_id, fields in entries:
+            if fields is None:  # how Redis 6.2 reports a deleted entry: nothing to do
+                self.client.xack(self.names.stream, self.names.group, entry_id)
+                continue
+            messages.append(Message(_text(entry_id), _fields(fields)))
         return self._with_deliveries(messages), self._claim_cursor == "0-0"
 
     def write_result(

@@ -34,10 +34,11 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # Dependencies only (not the project): this layer is rebuilt when pyproject.toml changes.
 # deploy/serve.lock pins every package (llama-cpp-python included), so two builds of one commit
-# install the same versions.
+# install the same versions. The worker extra (redis) lets the same image run the queue worker,
+# `python -m service.worker` (the compose file's worker service).
 COPY pyproject.toml ./
 COPY deploy/requirements.py deploy/serve.lock deploy/
-RUN python deploy/requirements.py serve > requirements-serve.txt \
+RUN python deploy/requirements.py serve worker > requirements-serve.txt \
     && CMAKE_ARGS="${CMAKE_ARGS}" pip install -r requirements-serve.txt -c deploy/serve.lock
 
 # The virtualenv the runtime takes: the builder's, less what serving never loads: pip and

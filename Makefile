@@ -9,7 +9,7 @@ PORT   ?= $(or $(ALGOSPEAK_PORT),8000)
 # Models live under $ALGOSPEAK_HOME/models (artifacts/locations.py): for make, this checkout.
 export ALGOSPEAK_HOME ?= $(CURDIR)
 
-.PHONY: serve model test lint format bench base image-test clean
+.PHONY: serve worker model test lint format bench base image-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ serve: $(VENV)/.serve
 	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ]; then $(BIN)/python -m artifacts.shipped >/dev/null; fi
 	ALGOSPEAK_HOST=$(HOST) ALGOSPEAK_PORT=$(PORT) $(BIN)/python -m service
 
+# The moderation-queue worker (README: Moderation queue worker): serving plus the redis client.
+$(VENV)/.worker: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[serve,worker]'
+	touch $@ $(VENV)/.serve
+
+# Classifies posts from the Redis at ALGOSPEAK_REDIS_URL (default redis://127.0.0.1:6379/0) with
+# the same model as `make serve`, until SIGTERM or Ctrl-C.
+worker: $(VENV)/.worker
+	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ]; then $(BIN)/python -m artifacts.shipped >/dev/null; fi
+	$(BIN)/python -m service.worker
+
 # Retrain the shipped default model from scratch (hours on 2 cores; an interrupted run resumes
 # from its last checkpoint) and write models/default/: adapter, manifest, report.
 model: $(VENV)/.build
@@ -55,7 +66,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 
 # Every benchmark runs; the target fails at the end if any missed its goal.
-BENCHES := normalize normalize_quality train convert load classify
+BENCHES := normalize normalize_quality train convert load classify worker
 bench: $(VENV)/.dev
 	@status=0; for name in $(BENCHES); do \
 		echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || status=1; \

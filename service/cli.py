@@ -38,9 +38,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
 from service.engine import ModelError
-from service.explain import explain as explain_verdict
-from service.schemas import ClassifyResponse, Explain
-from service.scoring import InputTooLongError
+from service.records import classify_text, record_text
+from service.schemas import Explain
 from service.settings import Settings
 from service.validation import TextProblem, text_problem
 
@@ -187,22 +186,7 @@ def classify_line(
     explanation when ``explain`` asks, as /classify gives it), or the error that kept it from
     being classified."""
     item_id, text = read_line(raw, max_chars)
-    if isinstance(text, TextProblem):
-        return error_record(number, item_id, text)
-    try:
-        verdict = classifier.classify(text, reason=explain == "reason")
-    except InputTooLongError as exc:
-        # The same type and message as the API's answer for this text.
-        return error_record(number, item_id, TextProblem("text_too_long", f"text: {exc}"))
-    explanation = explain_verdict(verdict) if explain else None
-    result = ClassifyResponse.from_verdict(verdict, explanation).model_dump(mode="json")
-    return {"line": number, "id": item_id, "result": result}
-
-
-def error_record(number: int, item_id: Any, problem: TextProblem) -> dict:
-    """An output line saying why input line ``number`` has no result."""
-    error = {"type": problem.type, "message": problem.message}
-    return {"line": number, "id": item_id, "error": error}
+    return {"line": number, "id": item_id, **classify_text(classifier, text, explain=explain)}
 
 
 def read_line(raw: bytes, max_chars: int) -> tuple[Any, str | TextProblem]:
@@ -224,13 +208,7 @@ def read_line(raw: bytes, max_chars: int) -> tuple[Any, str | TextProblem]:
         return None, TextProblem(
             "invalid_request", 'line: must be a JSON object with "text", or a JSON string'
         )
-    item_id = value.get("id")
-    if "text" not in value:
-        return item_id, TextProblem("invalid_request", "text: field required")
-    text = value["text"]
-    if not isinstance(text, str):
-        return item_id, TextProblem("invalid_request", "text: must be a string")
-    return item_id, text_problem(text, max_chars) or text
+    return value.get("id"), record_text(value, max_chars)
 
 
 def resume_point(source: Path, target: Path, max_chars: int) -> Resume:

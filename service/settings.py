@@ -88,6 +88,63 @@ class Settings(BaseSettings):
         (), description="Comma-separated origins allowed by CORS; none by default."
     )
 
+    # The moderation-queue worker (`python -m service.worker`): Redis Streams in and out.
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="The Redis the worker reads posts from."
+    )
+    worker_stream: str = Field("algospeak:posts", description="Input stream of posts.")
+    worker_group: str = Field(
+        "algospeak", description="Consumer group; the workers of one group share the posts."
+    )
+    worker_consumer: str = Field(
+        "",
+        description="This worker's consumer name, unique in the group; empty: host name and "
+        "process id. A worker restarted under the same name first takes back what it held.",
+    )
+    worker_results_stream: str = Field(
+        "algospeak:results", description="Stream the worker writes each post's result to."
+    )
+    worker_review_stream: str = Field(
+        "", description="Also write results whose action is review here; empty: do not."
+    )
+    worker_block_stream: str = Field(
+        "", description="Also write results whose action is block here; empty: do not."
+    )
+    worker_dead_letter_stream: str = Field(
+        "algospeak:dead-letter",
+        description="Stream for posts that failed worker_max_attempts times, with the error.",
+    )
+    worker_prefetch: int = Field(
+        1, gt=0, le=1000, description="Posts a worker reads at once (and holds until done)."
+    )
+    worker_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Longest wait for new posts in one read; a stop signal waits at most this.",
+    )
+    worker_claim_idle_s: float = Field(
+        60.0,
+        gt=0,
+        description="A post held this long without a result (its worker died or failed) is "
+        "claimed by another worker; keep it well above the longest classification.",
+    )
+    worker_max_attempts: int = Field(
+        3, gt=0, description="Attempts at a post before it goes to the dead-letter stream."
+    )
+    worker_result_ttl_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="How long a post id is remembered as done, so that it gets no second "
+        "result; 0 = forever.",
+    )
+    worker_explain: bool | Literal["reason"] = Field(
+        False, description='Explanations in results, as the API\'s explain (true or "reason").'
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, lt=65536, description="Port of the worker's Prometheus metrics; 0 = off."
+    )
+
     @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

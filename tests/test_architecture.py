@@ -105,3 +105,25 @@ def test_importing_the_core_loads_no_heavy_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_only_the_queue_worker_needs_redis() -> None:
+    """redis is the worker extra: no module outside service/worker imports it, so the API, the
+    batch CLI and the image's serving path run without it (and importing them loads none)."""
+    importers = []
+    for path in (
+        path for folder in (*PACKAGES, "deploy") for path in (ROOT / folder).rglob("*.py")
+    ):
+        relative = path.relative_to(ROOT)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            if any(name.split(".")[0] == "redis" for name in names):
+                importers.append(relative.as_posix())
+    assert importers and all(path.startswith("service/worker/") for path in importers), importers
+    code = "import sys, service.app, service.cli; print('redis' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "False"

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.redis_server import redis_server_or_skip
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -111,3 +113,20 @@ def test_load_bench_layouts_parse(spec: str, expected: tuple) -> None:
 def test_load_bench_refuses_a_bad_layout(spec: str) -> None:
     with pytest.raises(ValueError):
         load_bench.Layout.parse(spec)
+
+
+def test_worker_bench_runs_one_and_two_workers_on_a_real_redis(
+    smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    redis_server_or_skip()
+    out = tmp_path / "worker.json"
+    command = [sys.executable, "bench/worker.py", "--model", str(smollm2_gguf), "--posts", "6"]
+    command += ["--workers", "1", "2", "--threads", "1", "--timeout", "120", "--json", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "posts/s 2 vs 1 worker(s)" in result.stdout
+    report = json.loads(out.read_text())
+    assert [run["workers"] for run in report["runs"]] == [1, 2]
+    for run in report["runs"]:
+        assert run["posts"] == 6 and run["posts_per_s"] > 0
+    assert report["rate_vs_baseline"]["1"] == 1.0

@@ -332,6 +332,8 @@ def test_requirements_lists_dependencies_of_the_extras_without_the_project() -> 
     names = {re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0].lower() for line in serve}
     assert {"pyyaml", "fastapi", "llama-cpp-python", "prometheus-client"} <= names
     assert "torch" not in names
+    assert "redis" not in names  # only the queue worker needs it: the worker extra
+    assert any(line.startswith("redis") for line in requirements(["worker"]))
     everything = requirements(["all"])
     assert set(serve) <= set(everything)
     assert any(line.startswith("torch") for line in everything)
@@ -395,6 +397,42 @@ def test_compose_model_service_builds_into_the_same_volume_on_request(compose: d
     assert model["build"]["target"] == "trainer"
     api_volume = api["volumes"][0].split(":")[:2]
     assert model["volumes"] == [":".join(api_volume)]
+
+
+def test_compose_queue_runs_redis_and_scalable_workers_from_the_api_image(
+    compose: dict, dockerfile: tuple[dict[str, str], list[Stage]]
+) -> None:
+    """redis and worker start only with the queue profile (the default stack is unchanged);
+    worker is the api's image and build running `python -m service.worker`, scalable (no
+    container_name, no published port), reads the model from the api's volume, reaches the
+    redis service, waits for it to be healthy, is health-checked on its metrics port and gets
+    time to finish the post in hand on stop; every ALGOSPEAK_* variable is a real setting."""
+    services = compose["services"]
+    assert all("profiles" not in services[name] for name in ("api", "lb"))
+    redis, worker, api = services["redis"], services["worker"], services["api"]
+    assert redis["profiles"] == worker["profiles"] == ["queue"]
+    # Redis from Docker Hub unless ALGOSPEAK_REDIS_IMAGE names a local one.
+    assert re.fullmatch(r"\$\{ALGOSPEAK_REDIS_IMAGE:-redis:[\w.-]+\}", redis["image"])
+    assert "redis" in compose["volumes"] and redis["volumes"] == ["redis:/data"]
+    assert (worker["image"], worker["build"]) == (api["image"], api["build"])
+    assert worker["command"] == ["python", "-m", "service.worker"]
+    assert (ROOT / "service/worker/__main__.py").is_file()
+    assert "container_name" not in worker and "ports" not in worker
+    env = worker["environment"]
+    assert {name for name in env if name.startswith("ALGOSPEAK_")} <= SETTING_NAMES
+    url = re.fullmatch(r"redis://redis:(\d+)/\d+", env["ALGOSPEAK_REDIS_URL"])
+    assert url and url[1] in redis["expose"]
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "redis-cli" in redis["healthcheck"]["test"]
+    assert worker["volumes"] == api["volumes"]
+    metrics_port = env["ALGOSPEAK_WORKER_METRICS_PORT"]
+    assert int(metrics_port) > 0 and metrics_port in worker["expose"]
+    assert env["ALGOSPEAK_HOST"] == "0.0.0.0"
+    # $$ is compose's escape for $: the container's shell reads the worker's own setting.
+    check = worker["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and "ALGOSPEAK_PORT=$$ALGOSPEAK_WORKER_METRICS_PORT" in check[1]
+    assert check[1].endswith("deploy/healthcheck.py /metrics")
+    assert nginx_seconds(worker["stop_grace_period"]) >= 10
 
 
 @dataclass
@@ -629,19 +667,21 @@ def test_the_dockerfile_pulls_no_build_frontend() -> None:
 def test_the_image_installs_the_locked_versions(
     dockerfile: tuple[dict[str, str], list[Stage]],
 ) -> None:
-    """The builder installs the serve requirements under deploy/serve.lock, which pins one
-    version of every package, each inside what pyproject.toml allows."""
+    """The builder installs the serve and worker requirements (the image runs the API and the
+    queue worker) under deploy/serve.lock, which pins one version of every package, each inside
+    what pyproject.toml allows."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     builder_run = " ".join(stage_named(dockerfile[1], "builder").args_of("RUN"))
+    assert "requirements.py serve worker >" in builder_run
     assert "-c deploy/serve.lock" in builder_run
     lines = (DEPLOY / "serve.lock").read_text(encoding="utf-8").splitlines()
     pins = {}
     for line in (line for line in lines if line and not line.startswith("#")):
         name, version = line.split("==")
         pins[canonicalize_name(name)] = version
-    for line in deploy_requirements().requirements(["serve"]):
+    for line in deploy_requirements().requirements(["serve", "worker"]):
         requirement = Requirement(line)
         pinned = pins.get(canonicalize_name(requirement.name))
         assert pinned and requirement.specifier.contains(pinned, prereleases=True), line

@@ -3,13 +3,21 @@
 The do-it-yourself route is what one writes without this project: ``Llama.create_chat_completion``
 generating an answer line (``Label: ..., Category: ..., Severity: ...``) from a system prompt,
 with the post and its decoded form as the user turn (same GGUF and threads), in the same run,
-interleaved with our requests so machine noise hits both alike. The overhead
-ratio compares ``Engine.classify`` with one bare ``Llama.eval`` of the very tokens it evaluated.
-Each explanation level (``explain``: true, "reason") is timed in the same round as the same text
-without one, and reported as the median of those paired ratios (no goal: it is what explaining
-costs).
+interleaved with our requests so machine noise hits both alike. The overhead ratio compares
+``Engine.classify`` with one bare evaluation of the post's own tokens plus the chat template's
+fixed tail (what any prompt for the post must evaluate). Each explanation level (``explain``:
+true, "reason") is timed in the same round as the same text without one, and reported as the
+median of those paired ratios (no goal: it is what explaining costs).
 
-    python bench/classify.py [--model PATH] [--rounds 3] [--threads 2]
+Over posts of the project's test split it also counts, per request, the tokens the engine
+evaluated after the cached prefix (against the post's own tokens plus the fixed tail) and the
+llama.cpp decode calls it made.
+
+Goals: /classify at least 3x faster than the do-it-yourself route, the engine's time at most
+1.3x the bare evaluation, median tokens per request at most 1.3x the post's own plus the tail,
+median decode calls per request at most 2. Exit 1 when one is missed.
+
+    python bench/classify.py [--model PATH] [--rounds 3] [--threads 2] [--split-posts 400]
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import httpx
 
 from algospeak import normalize
 from artifacts.bases import fetch
+from artifacts.locations import default_model
 from service.engine import DEFAULT_CONTEXT, Engine
+from service.scoring import split_template
 
 TEXTS = [
     "the character got unalived in episode 3 and I'm still not over it",
@@ -87,18 +97,69 @@ def start_server(model: Path, threads: int, port: int) -> subprocess.Popen:
 EXPLAIN_LEVELS: dict[str, bool | str] = {"explain=true": True, 'explain="reason"': "reason"}
 
 
+def own_tokens(engine: Engine, text: str) -> list[int]:
+    """The post's own tokens plus the chat template's fixed tail: what any prompt for the post
+    evaluates after a cached instruction."""
+    _, tail = split_template(engine.backend.chat_template)
+    backend = engine.backend
+    return backend.tokenize(text, special=False) + backend.tokenize(tail, special=True)
+
+
+def overhead_ratios(engine: Engine, texts: list[str], rounds: int) -> list[float]:
+    """Per text and round: ``classify``'s time over a bare evaluation of its own tokens."""
+    engine.classify(texts[0], normalize(texts[0]))  # the prefix, evaluated once, untimed
+    ratios = []
+    for _ in range(rounds):
+        for text in texts:
+            normalization = normalize(text)
+            started = time.perf_counter()
+            engine.classify(text, normalization)
+            scored = time.perf_counter() - started
+            started = time.perf_counter()
+            engine.evaluate(own_tokens(engine, text))
+            ratios.append(scored / (time.perf_counter() - started))
+    return ratios
+
+
+def split_posts(limit: int) -> list[str]:
+    """The first ``limit`` posts of the project's test split, as ``training.dataset`` builds it
+    (seeded, a few seconds)."""
+    from training.dataset.build import build
+
+    return [example.text for example in build().test[:limit]]
+
+
+def request_costs(engine: Engine, texts: list[str]) -> tuple[list[float], list[int]]:
+    """Per text: tokens the engine evaluated after the cached prefix over the post's own plus
+    the tail, and the llama.cpp decode calls it made."""
+    token_ratios, calls = [], []
+    for text in texts:
+        before = engine.backend.decode_calls
+        engine.classify(text, normalize(text))
+        calls.append(engine.backend.decode_calls - before)
+        token_ratios.append(len(engine.last_evaluated) / len(own_tokens(engine, text)))
+    return token_ratios, calls
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="GGUF (default: the SmolLM2 base, fetched)")
+    parser.add_argument(
+        "--model", type=Path, help=f"GGUF (default: {default_model()}, else the SmolLM2 base)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--texts", type=int, default=len(TEXTS))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--port", type=int, default=8753)
     parser.add_argument("--goal-speedup", type=float, default=3.0)
     parser.add_argument("--goal-overhead", type=float, default=1.3)
+    parser.add_argument("--split-posts", type=int, default=400, help="test-split posts counted")
+    parser.add_argument("--goal-tokens", type=float, default=1.3)
+    parser.add_argument("--goal-calls", type=float, default=2.0)
     args = parser.parse_args(argv)
     if args.model is None:
-        args.model = fetch("smollm2-135m-instruct")
+        args.model = default_model()
+        if not args.model.is_file():
+            args.model = fetch("smollm2-135m-instruct")
     texts = TEXTS[: args.texts]
 
     from llama_cpp import Llama
@@ -146,22 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         diy.close()
 
     engine = Engine(args.model, threads=args.threads)
-    ratios: list[float] = []
     try:
-        engine.classify(texts[0], normalize(texts[0]))
-        for _ in range(args.rounds):
-            for text in texts:
-                normalization = normalize(text)
-                started = time.perf_counter()
-                engine.classify(text, normalization)
-                scored = time.perf_counter() - started
-                tokens = list(engine.last_evaluated)
-                started = time.perf_counter()
-                engine.evaluate(tokens)
-                ratios.append(scored / (time.perf_counter() - started))
+        ratios = overhead_ratios(engine, texts, args.rounds)
+        tokens, calls = request_costs(engine, split_posts(args.split_posts))
     finally:
         engine.close()
-
     speedup = statistics.median(diy_ms) / statistics.median(ours_ms)
     overhead = statistics.median(ratios)
     print(f"model {args.model.name}, {args.threads} threads, {len(texts)} texts x {args.rounds}")
@@ -174,13 +224,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:34}{statistics.median(values):8.0f}ms{percentile(values, 0.95):8.0f}ms")
     print(f"speed-up vs do-it-yourself: {speedup:5.2f}x (goal >= {args.goal_speedup:g}x)")
     print(f"engine overhead vs bare eval: {overhead:5.2f}x (goal <= {args.goal_overhead:g}x)")
+    token_ratio = statistics.median(tokens)
+    median_calls = statistics.median(calls)
+    print(
+        f"tokens per request / (post + tail), median over {len(tokens)} test posts: "
+        f"{token_ratio:.2f}x (goal <= {args.goal_tokens:g}x)"
+    )
+    print(f"decode calls per request, median: {median_calls:g} (goal <= {args.goal_calls:g})")
     costs = ", ".join(
         f"{name} {statistics.median(a / b for a, b in zip(values, ours_ms, strict=True)):.2f}x"
         for name, values in explain_ms.items()
     )
     written = statistics.mean(reason_tokens) if reason_tokens else 0.0
     print(f"explanation cost vs explain=false: {costs} (reasons: {written:.0f} tokens on average)")
-    return 0 if speedup >= args.goal_speedup and overhead <= args.goal_overhead else 1
+    met = (
+        speedup >= args.goal_speedup,
+        overhead <= args.goal_overhead,
+        token_ratio <= args.goal_tokens,
+        median_calls <= args.goal_calls,
+    )
+    return 0 if all(met) else 1
 
 
 if __name__ == "__main__":

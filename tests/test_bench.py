@@ -59,10 +59,13 @@ def test_normalize_quality_bench_runs_on_well_formed_hand_written_posts() -> Non
 def test_classify_bench_runs_against_a_real_server(smollm2_gguf) -> None:
     command = [sys.executable, "bench/classify.py", "--model", str(smollm2_gguf), "--rounds", "1"]
     command += ["--texts", "2", "--threads", "2", "--port", "8761"]
-    command += ["--goal-speedup", "0", "--goal-overhead", "1000"]
+    command += ["--goal-speedup", "0", "--goal-overhead", "1000", "--split-posts", "5"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "speed-up vs do-it-yourself" in result.stdout
     assert "engine overhead" in result.stdout
+    # The base model's single-token answer values: the request, then the severity.
+    assert "decode calls per request, median: 2 " in result.stdout
+    assert "tokens per request / (post + tail), median over 5 test posts" in result.stdout
     assert "explanation cost vs explain=false: explain=true" in result.stdout
 
 

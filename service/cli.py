@@ -38,11 +38,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
 from service.engine import ModelError
-from service.explain import explain as explain_verdict
-from service.schemas import ClassifyResponse, Explain
-from service.scoring import InputTooLongError
+from service.records import outcome, read_line
+from service.schemas import Explain
 from service.settings import Settings
-from service.validation import TextProblem, text_problem
 
 # Not __name__: under `python -m service.cli` that is "__main__".
 logger = logging.getLogger("service.cli")
@@ -187,50 +185,7 @@ def classify_line(
     explanation when ``explain`` asks, as /classify gives it), or the error that kept it from
     being classified."""
     item_id, text = read_line(raw, max_chars)
-    if isinstance(text, TextProblem):
-        return error_record(number, item_id, text)
-    try:
-        verdict = classifier.classify(text, reason=explain == "reason")
-    except InputTooLongError as exc:
-        # The same type and message as the API's answer for this text.
-        return error_record(number, item_id, TextProblem("text_too_long", f"text: {exc}"))
-    explanation = explain_verdict(verdict) if explain else None
-    result = ClassifyResponse.from_verdict(verdict, explanation).model_dump(mode="json")
-    return {"line": number, "id": item_id, "result": result}
-
-
-def error_record(number: int, item_id: Any, problem: TextProblem) -> dict:
-    """An output line saying why input line ``number`` has no result."""
-    error = {"type": problem.type, "message": problem.message}
-    return {"line": number, "id": item_id, "error": error}
-
-
-def read_line(raw: bytes, max_chars: int) -> tuple[Any, str | TextProblem]:
-    """(id, text) for an input line whose text the API would accept, else (id, why not);
-    ``id`` is None when the line has none."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, TextProblem("invalid_request", "line: not valid UTF-8")
-    if not line.strip():
-        return None, TextProblem("invalid_request", "line: blank")
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        return None, TextProblem("invalid_json", f"line: not valid JSON ({exc})")
-    if isinstance(value, str):
-        return None, text_problem(value, max_chars) or value
-    if not isinstance(value, dict):
-        return None, TextProblem(
-            "invalid_request", 'line: must be a JSON object with "text", or a JSON string'
-        )
-    item_id = value.get("id")
-    if "text" not in value:
-        return item_id, TextProblem("invalid_request", "text: field required")
-    text = value["text"]
-    if not isinstance(text, str):
-        return item_id, TextProblem("invalid_request", "text: must be a string")
-    return item_id, text_problem(text, max_chars) or text
+    return {"line": number, "id": item_id, **outcome(classifier, text, explain=explain)}
 
 
 def resume_point(source: Path, target: Path, max_chars: int) -> Resume:

@@ -105,3 +105,32 @@ def test_importing_the_core_loads_no_heavy_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_only_the_backfill_imports_ray() -> None:
+    """Ray is an optional extra for backfills: no other module of ours imports it."""
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if path.is_relative_to(ROOT / "service" / "backfill"):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            names |= {
+                n.module
+                for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
+            }
+            assert not {name for name in names if name.split(".")[0] == "ray"}, path
+
+
+def test_the_service_and_the_cli_run_without_ray() -> None:
+    """With Ray unimportable, the app and the batch CLI still import, and the backfill's
+    command says how to install it instead of failing with a traceback."""
+    block = "import sys; sys.modules['ray'] = None;"
+    code = block + "import service.app, service.cli, service.records; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
+    code = block + "from service.backfill.cli import main; sys.exit(main(['in.jsonl', 'out']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "pip install -e '.[ray]'" in result.stderr

@@ -356,6 +356,8 @@ def run_main(*args: object) -> int:
 def test_what_cannot_start_exits_2_before_starting_ray(
     tmp_path: Path, smollm2_gguf: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """No input, no model, an OUT of the other format or inside IN, a folder of both formats:
+    each is refused with what to do, before Ray starts and before OUT is touched."""
     source = write_jsonl(tmp_path / "in.jsonl", [line for line, *_ in CASES[:2]])
     assert run_main(tmp_path / "absent.jsonl", tmp_path / "out", "--model", smollm2_gguf) == 2
     assert "absent.jsonl not found" in caplog.text
@@ -375,7 +377,16 @@ def test_what_cannot_start_exits_2_before_starting_ray(
     (folder / "b.parquet").write_bytes(b"")
     assert run_main(folder, tmp_path / "out2", "--model", smollm2_gguf) == 2
     assert "pass --input-format" in caplog.text
-    assert not (tmp_path / "out").exists()
+
+    assert run_main(tmp_path / "no-such-folder", tmp_path / "out", "--model", smollm2_gguf) == 2
+    assert "no-such-folder not found" in caplog.text
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_jsonl(inputs / "in.jsonl", [line for line, *_ in CASES[:2]])
+    assert run_main(inputs, inputs / "out", "--model", smollm2_gguf) == 2
+    assert "is inside IN" in caplog.text
+    assert not (tmp_path / "out").exists() and not (inputs / "out").exists()
 
 
 def test_the_bench_measures_the_cli_and_one_and_two_actors(

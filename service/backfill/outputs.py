@@ -139,7 +139,7 @@ class OutputFolder:
         cannot be read."""
         ids: list[str] = []
         for name in self.parts():
-            ids += [row["id"] for row in self._rows(name, columns=["id"])]
+            ids += self._ids(name)
         return ids
 
     def rows(self) -> list[dict[str, Any]]:
@@ -175,14 +175,24 @@ class OutputFolder:
         # Object stores copy and delete: the final object appears whole or not at all.
         self.location.filesystem.move(temporary, final)
 
-    def _rows(self, name: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
-        """The rows of the part ``name``, in JSON terms."""
+    def _ids(self, name: str) -> list[str]:
+        """The ids of the part ``name``: its ``id`` column, or in JSONL the value each line
+        starts with (rows are written id first), without decoding the rest of the line."""
+        if self.format == "parquet":
+            return [row["id"] for row in self._rows(name, columns=["id"])]
+        return self._rows(name, ids_only=True)
+
+    def _rows(
+        self, name: str, columns: list[str] | None = None, ids_only: bool = False
+    ) -> list[Any]:
+        """The rows of the part ``name``, in JSON terms (with ``ids_only``, of a JSONL part,
+        each row's id where the row starts with it)."""
         try:
             with self.location.filesystem.open_input_file(self._path(name)) as file:
                 if self.format == "parquet":
-                    table = pq.read_table(file, columns=columns)
-                    return _plain_rows(table)
-                return [json.loads(line) for line in _lines(file.read())]
+                    return _plain_rows(pq.read_table(file, columns=columns))
+                lines = _lines(file.read())
+                return [_leading_id(line) if ids_only else json.loads(line) for line in lines]
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise OutputError(
                 f"part {self._path(name)} cannot be read ({exc}); delete it and rerun: its rows "
@@ -196,6 +206,19 @@ def _is_part(name: str) -> bool:
 
 def _lines(data: bytes) -> Iterable[bytes]:
     return (line for line in data.split(b"\n") if line)
+
+
+_ID_PREFIX = '{"id": '
+_DECODER = json.JSONDecoder()
+
+
+def _leading_id(line: bytes) -> Any:
+    """The id of a JSONL row: read alone when the row starts with it, as this module writes
+    rows, else from the whole row decoded."""
+    text = line.decode("utf-8")
+    if text.startswith(_ID_PREFIX):
+        return _DECODER.raw_decode(text, len(_ID_PREFIX))[0]
+    return json.loads(text)["id"]
 
 
 def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:

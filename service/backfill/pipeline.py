@@ -107,6 +107,9 @@ def input_format_of(uri: str) -> Format:
     for candidate, extensions in EXTENSIONS.items():
         if name.endswith(tuple(f".{extension}" for extension in extensions)):
             return candidate
+    location = locate(uri)
+    if location.filesystem.get_file_info(location.path).type == pafs.FileType.NotFound:
+        raise InputError(f"input {uri} not found")
     found = {
         candidate
         for candidate in EXTENSIONS
@@ -179,6 +182,11 @@ def run(job: Job) -> Summary:
     ids OUT already holds; what it did. InputError or OutputError before any work when IN or
     OUT is unusable; Ray's error when the pipeline fails (what was written stays)."""
     files = input_files(job.source, job.input_format)
+    target = locate(job.target)
+    if type(target.filesystem) is type(files.location.filesystem) and (
+        target.path == files.location.path or target.path.startswith(files.location.path + "/")
+    ):
+        raise OutputError(f"OUT ({job.target}) is inside IN ({job.source}): choose another OUT")
     folder, done = prepare_output(job)
     _start_ray(job.address)
     try:
@@ -254,7 +262,10 @@ def _execute(
 ) -> Written:
     """Run the pipeline to its end, writing a part of ``job.rows_per_file`` rows each time
     that many have come in (and the rest at the end); what it wrote."""
-    DataContext.get_current().enable_progress_bars = False  # the driver shows its own
+    # The driver shows its own progress (rows classified), and says so once: Ray Data's
+    # notice that its bars are off would only confuse.
+    DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")
     source_class = JsonlSource if job.input_format == "jsonl" else ParquetSource
     source = source_class(
         files.files,

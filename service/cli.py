@@ -9,7 +9,9 @@ line to OUT for each input line, in input order:
   error terms.
 
 An input line is a JSON object with ``text`` (``id``, any JSON value, is copied to the output;
-other keys are ignored) or a bare JSON string. ``n`` counts input lines from 1.
+other keys are ignored) or a bare JSON string. ``n`` counts input lines from 1. These rules, the
+checks and the error terms are service/records.py, which the Ray backfill
+(``python -m service.backfill``) shares.
 
 An interrupted run resumes: when OUT exists, its complete lines are kept (a torn last line is
 cut), checked against IN and not redone. The model and thresholds come from the service's

@@ -64,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", RAY_MISSING)
         return EXIT_CANNOT_START
     from service.backfill import pipeline
+    from service.backfill.inputs import InputError
     from service.backfill.outputs import OutputError
 
     try:
         job = _job(args)
         summary = pipeline.run(job)
-    except (CannotStartError, pipeline.InputError, OutputError) as exc:
+    except (CannotStartError, InputError, OutputError) as exc:
         logger.error("%s", exc)
         return EXIT_CANNOT_START
     except KeyboardInterrupt:
@@ -153,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
 def _job(args: argparse.Namespace) -> Any:
     """The pipeline's job for ``args``, with the model resolved and the policy checked here,
     before any Ray starts."""
-    from service.backfill import pipeline
+    from service.backfill import inputs, pipeline
 
     settings = _settings(model_path=args.model, threads=args.threads_per_actor)
     try:
@@ -161,7 +162,7 @@ def _job(args: argparse.Namespace) -> Any:
         PolicyHolder(settings)  # a bad policy file stops the run here, not in every actor
     except (ModelError, PolicyError) as exc:
         raise CannotStartError(str(exc)) from exc
-    input_format = args.input_format or pipeline.input_format_of(args.input)
+    input_format = args.input_format or inputs.input_format_of(args.input)
     return pipeline.Job(
         source=args.input,
         target=args.output,

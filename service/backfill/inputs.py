@@ -1,5 +1,7 @@
-"""A backfill's input: JSONL or Parquet files read by Ray Data, one row per record.
+"""A backfill's input: the JSONL or Parquet files IN names, read by Ray Data, a row a record.
 
+IN is a file or a folder of files (names ending in the format's extensions; names starting with
+"." or "_", like the markers other tools leave, are skipped), local or any ``pyarrow.fs`` URI.
 Each record becomes a row ``{"id", "text", "error_type", "error_message"}``: its id as text,
 and its text when the API would accept it, else the API's error for it (the rules of
 service/records.py, shared with the batch CLI). A JSONL record is a line: a JSON object with
@@ -16,14 +18,17 @@ or row number counted from 1, so the same input gives the same ids on every run.
 import json
 import posixpath
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data.datasource import FileBasedDatasource
 
+from service.backfill.outputs import Format, Location, locate
 from service.records import read_fields, read_line
 from service.validation import TextProblem, has_unpaired_surrogates
 
@@ -38,6 +43,79 @@ INPUT_SCHEMA = pa.schema(
 JSONL_EXTENSIONS = ("jsonl", "ndjson", "json", "jsonl.gz", "ndjson.gz", "json.gz")
 PARQUET_EXTENSIONS = ("parquet",)
 _READ_CHUNK = 1 << 20
+EXTENSIONS: dict[Format, tuple[str, ...]] = {
+    "jsonl": JSONL_EXTENSIONS,
+    "parquet": PARQUET_EXTENSIONS,
+}
+
+
+class InputError(Exception):
+    """IN cannot be read as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """The files a backfill reads: ``files`` under ``location`` (IN itself when ``single``)."""
+
+    location: Location
+    files: list[str]
+    single: bool
+
+
+def input_format_of(uri: str) -> Format:
+    """IN's format from its name, or from the files in it when it is a folder. InputError
+    when neither tells."""
+    name = uri.rstrip("/").lower()
+    for candidate, extensions in EXTENSIONS.items():
+        if name.endswith(tuple(f".{extension}" for extension in extensions)):
+            return candidate
+    location = locate(uri)
+    if location.filesystem.get_file_info(location.path).type == pafs.FileType.NotFound:
+        raise InputError(f"input {uri} not found")
+    found = {
+        candidate
+        for candidate in EXTENSIONS
+        if _listing(location, EXTENSIONS[candidate], must_exist=False)
+    }
+    if len(found) != 1:
+        kinds = " and ".join(sorted(found)) or "no JSONL or Parquet files"
+        raise InputError(f"{uri} holds {kinds}: pass --input-format jsonl or parquet")
+    return found.pop()
+
+
+def input_files(uri: str, input_format: Format) -> InputFiles:
+    """IN's files of ``input_format``: IN itself, or the files under the folder IN (names
+    ending in the format's extensions; hidden names, starting with "." or "_", skipped)."""
+    location = locate(uri)
+    info = location.filesystem.get_file_info(location.path)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"input {uri} not found")
+    if info.type == pafs.FileType.File:
+        return InputFiles(location, [location.path], single=True)
+    files = _listing(location, EXTENSIONS[input_format], must_exist=True)
+    if not files:
+        endings = ", ".join(f".{extension}" for extension in EXTENSIONS[input_format])
+        raise InputError(f"no {input_format} files under {uri} (names ending in {endings})")
+    return InputFiles(location, files, single=False)
+
+
+def _listing(location: Location, extensions: tuple[str, ...], must_exist: bool) -> list[str]:
+    selector = pafs.FileSelector(location.path, recursive=True, allow_not_found=not must_exist)
+    try:
+        infos = location.filesystem.get_file_info(selector)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    endings = tuple(f".{extension}" for extension in extensions)
+    return sorted(
+        info.path
+        for info in infos
+        if info.type == pafs.FileType.File
+        and info.path.lower().endswith(endings)
+        and not any(
+            part.startswith((".", "_"))
+            for part in posixpath.relpath(info.path, location.path).split("/")
+        )
+    )
 
 
 def id_text(value: Any) -> str | None:

@@ -15,7 +15,6 @@ skips is exactly what OUT holds, and no row is written twice.
 """
 
 import logging
-import posixpath
 import sys
 import time
 from collections import Counter
@@ -23,33 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 from ray.data import ActorPoolStrategy, DataContext
 from ray.util.debug import log_once
 from tqdm import tqdm
 
 from service.backfill.actor import Classify
-from service.backfill.inputs import (
-    JSONL_EXTENSIONS,
-    PARQUET_EXTENSIONS,
-    JsonlSource,
-    ParquetSource,
-)
-from service.backfill.outputs import Format, Location, OutputError, OutputFolder, locate
+from service.backfill.inputs import InputFiles, JsonlSource, ParquetSource, input_files
+from service.backfill.outputs import Format, OutputError, OutputFolder, locate
 from service.schemas import Explain
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-EXTENSIONS: dict[Format, tuple[str, ...]] = {
-    "jsonl": JSONL_EXTENSIONS,
-    "parquet": PARQUET_EXTENSIONS,
-}
-
-
-class InputError(Exception):
-    """IN cannot be read as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -91,71 +75,6 @@ class Summary:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-@dataclass(frozen=True)
-class InputFiles:
-    """The files a backfill reads: ``files`` under ``location`` (IN itself when ``single``)."""
-
-    location: Location
-    files: list[str]
-    single: bool
-
-
-def input_format_of(uri: str) -> Format:
-    """IN's format from its name, or from the files in it when it is a folder. InputError
-    when neither tells."""
-    name = uri.rstrip("/").lower()
-    for candidate, extensions in EXTENSIONS.items():
-        if name.endswith(tuple(f".{extension}" for extension in extensions)):
-            return candidate
-    location = locate(uri)
-    if location.filesystem.get_file_info(location.path).type == pafs.FileType.NotFound:
-        raise InputError(f"input {uri} not found")
-    found = {
-        candidate
-        for candidate in EXTENSIONS
-        if _listing(locate(uri), EXTENSIONS[candidate], must_exist=False)
-    }
-    if len(found) != 1:
-        kinds = " and ".join(sorted(found)) or "no JSONL or Parquet files"
-        raise InputError(f"{uri} holds {kinds}: pass --input-format jsonl or parquet")
-    return found.pop()
-
-
-def input_files(uri: str, input_format: Format) -> InputFiles:
-    """IN's files of ``input_format``: IN itself, or the files under the folder IN (names
-    ending in the format's extensions; hidden names, starting with "." or "_", skipped)."""
-    location = locate(uri)
-    info = location.filesystem.get_file_info(location.path)
-    if info.type == pafs.FileType.NotFound:
-        raise InputError(f"input {uri} not found")
-    if info.type == pafs.FileType.File:
-        return InputFiles(location, [location.path], single=True)
-    files = _listing(location, EXTENSIONS[input_format], must_exist=True)
-    if not files:
-        endings = ", ".join(f".{extension}" for extension in EXTENSIONS[input_format])
-        raise InputError(f"no {input_format} files under {uri} (names ending in {endings})")
-    return InputFiles(location, files, single=False)
-
-
-def _listing(location: Location, extensions: tuple[str, ...], must_exist: bool) -> list[str]:
-    selector = pafs.FileSelector(location.path, recursive=True, allow_not_found=not must_exist)
-    try:
-        infos = location.filesystem.get_file_info(selector)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    endings = tuple(f".{extension}" for extension in extensions)
-    return sorted(
-        info.path
-        for info in infos
-        if info.type == pafs.FileType.File
-        and info.path.lower().endswith(endings)
-        and not any(
-            part.startswith((".", "_"))
-            for part in posixpath.relpath(info.path, location.path).split("/")
-        )
-    )
-
-
 def prepare_output(job: Job) -> tuple[OutputFolder, list[str]]:
     """OUT ready for this run, and the ids its complete parts hold (none with ``restart``).
     OutputError when OUT holds parts of the other format."""
@@ -182,11 +101,7 @@ def run(job: Job) -> Summary:
     ids OUT already holds; what it did. InputError or OutputError before any work when IN or
     OUT is unusable; Ray's error when the pipeline fails (what was written stays)."""
     files = input_files(job.source, job.input_format)
-    target = locate(job.target)
-    if type(target.filesystem) is type(files.location.filesystem) and (
-        target.path == files.location.path or target.path.startswith(files.location.path + "/")
-    ):
-        raise OutputError(f"OUT ({job.target}) is inside IN ({job.source}): choose another OUT")
+    _check_apart(files, job)
     folder, done = prepare_output(job)
     _start_ray(job.address)
     try:
@@ -230,6 +145,14 @@ def run(job: Job) -> Summary:
             repeated[0],
         )
     return summary
+
+
+def _check_apart(files: InputFiles, job: Job) -> None:
+    """OutputError when OUT lies inside IN: a rerun would read the parts as input."""
+    source, target = files.location, locate(job.target)
+    inside = target.path == source.path or target.path.startswith(source.path + "/")
+    if inside and type(target.filesystem) is type(source.filesystem):
+        raise OutputError(f"OUT ({job.target}) is inside IN ({job.source}): choose another OUT")
 
 
 @dataclass
@@ -293,16 +216,26 @@ def _execute(
     written = Written()
     pending: list[pa.Table] = []
     with tqdm(unit="row", desc="classified", disable=not job.progress, file=sys.stderr) as bar:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            pending.append(batch)
-            bar.update(batch.num_rows)
-            while sum(table.num_rows for table in pending) >= job.rows_per_file:
-                rows = pa.concat_tables(pending)
-                _write(folder, rows.slice(0, job.rows_per_file), written)
-                pending = [rows.slice(job.rows_per_file)]
-        if pending and (rows := pa.concat_tables(pending)).num_rows:
-            _write(folder, rows, written)
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                pending.append(batch)
+                bar.update(batch.num_rows)
+                while sum(table.num_rows for table in pending) >= job.rows_per_file:
+                    rows = pa.concat_tables(pending)
+                    _write(folder, rows.slice(0, job.rows_per_file), written)
+                    pending = [rows.slice(job.rows_per_file)]
+        except KeyboardInterrupt:
+            # What was classified is kept: a rerun does not classify it again.
+            _write_rest(folder, pending, written)
+            raise
+        _write_rest(folder, pending, written)
     return written
+
+
+def _write_rest(folder: OutputFolder, pending: list[pa.Table], written: Written) -> None:
+    """Write the rows still ``pending`` (fewer than a part's worth), if any, as one part."""
+    if pending and (rows := pa.concat_tables(pending)).num_rows:
+        _write(folder, rows, written)
 
 
 def _write(folder: OutputFolder, rows: pa.Table, written: Written) -> None:

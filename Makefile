@@ -66,7 +66,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 
 # Every benchmark runs; the target fails at the end if any missed its goal.
-BENCHES := normalize normalize_quality train convert load classify worker
+BENCHES := normalize normalize_quality train convert load classify worker backfill
 bench: $(VENV)/.dev
 	@status=0; for name in $(BENCHES); do \
 		echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || status=1; \

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from algospeak import Normalization
 from artifacts import shipped
@@ -161,10 +162,10 @@ class Classifier:
         logger.info("classified", extra={"fields": fields})
 
 
-def load_engine(settings: Settings) -> Engine:
-    """The engine for the configured model (and adapter), or for the shipped default model
-    (prepared first if need be) when none is configured. A missing or unusable file raises
-    ModelError whose message names the file and says what to do."""
+def model_file(settings: Settings) -> Path:
+    """The configured model file, or the shipped default model's (prepared first if need be)
+    when none is configured. ModelError, naming the file and saying what to do, when it is
+    missing or cannot be prepared."""
     path = settings.model_path
     if path is None:
         try:
@@ -173,6 +174,14 @@ def load_engine(settings: Settings) -> Engine:
             raise ModelError(f"the shipped default model cannot be prepared: {exc}") from exc
     if not path.is_file():
         raise ModelError(f"model file {path} not found: {FETCH_HINT}")
+    return path
+
+
+def load_engine(settings: Settings) -> Engine:
+    """The engine for the configured model (and adapter), or for the shipped default model
+    (prepared first if need be) when none is configured. A missing or unusable file raises
+    ModelError whose message names the file and says what to do."""
+    path = model_file(settings)
     try:
         return Engine(
             path,

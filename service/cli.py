@@ -9,7 +9,9 @@ line to OUT for each input line, in input order:
   error terms.
 
 An input line is a JSON object with ``text`` (``id``, any JSON value, is copied to the output;
-other keys are ignored) or a bare JSON string. ``n`` counts input lines from 1.
+other keys are ignored) or a bare JSON string. ``n`` counts input lines from 1. These rules, the
+checks and the error terms are service/records.py, which the Ray backfill
+(``python -m service.backfill``) and the queue worker (``python -m service.worker``) share.
 
 An interrupted run resumes: when OUT exists, its complete lines are kept (a torn last line is
 cut), checked against IN and not redone. The model and thresholds come from the service's
@@ -38,10 +40,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
 from service.engine import ModelError
-from service.records import classify_text, record_text
+from service.records import outcome, read_line
 from service.schemas import Explain
 from service.settings import Settings
-from service.validation import TextProblem, text_problem
 
 # Not __name__: under `python -m service.cli` that is "__main__".
 logger = logging.getLogger("service.cli")
@@ -186,29 +187,7 @@ def classify_line(
     explanation when ``explain`` asks, as /classify gives it), or the error that kept it from
     being classified."""
     item_id, text = read_line(raw, max_chars)
-    return {"line": number, "id": item_id, **classify_text(classifier, text, explain=explain)}
-
-
-def read_line(raw: bytes, max_chars: int) -> tuple[Any, str | TextProblem]:
-    """(id, text) for an input line whose text the API would accept, else (id, why not);
-    ``id`` is None when the line has none."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, TextProblem("invalid_request", "line: not valid UTF-8")
-    if not line.strip():
-        return None, TextProblem("invalid_request", "line: blank")
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        return None, TextProblem("invalid_json", f"line: not valid JSON ({exc})")
-    if isinstance(value, str):
-        return None, text_problem(value, max_chars) or value
-    if not isinstance(value, dict):
-        return None, TextProblem(
-            "invalid_request", 'line: must be a JSON object with "text", or a JSON string'
-        )
-    return value.get("id"), record_text(value, max_chars)
+    return {"line": number, "id": item_id, **outcome(classifier, text, explain=explain)}
 
 
 def resume_point(source: Path, target: Path, max_chars: int) -> Resume:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top: a package may import the ones before it, never one after it.
 LAYERS = ("algospeak", "artifacts", "service", "training", "conversion", "recipes")
@@ -107,23 +109,38 @@ def test_importing_the_core_loads_no_heavy_module() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_only_the_queue_worker_needs_redis() -> None:
-    """redis is the worker extra: no module outside service/worker imports it, so the API, the
-    batch CLI and the image's serving path run without it (and importing them loads none)."""
+def _importers(package: str) -> list[str]:
+    """Our modules and deploy/ scripts that import the top-level ``package``, as paths."""
     importers = []
     for path in (
         path for folder in (*PACKAGES, "deploy") for path in (ROOT / folder).rglob("*.py")
     ):
-        relative = path.relative_to(ROOT)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            if any(name.split(".")[0] == "redis" for name in names):
-                importers.append(relative.as_posix())
-    assert importers and all(path.startswith("service/worker/") for path in importers), importers
-    code = "import sys, service.app, service.cli; print('redis' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert result.stdout.strip() == "False"
+            if any(name.split(".")[0] == package for name in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    return importers
+
+
+@pytest.mark.parametrize(
+    ("package", "user"), [("redis", "service/worker/"), ("ray", "service/backfill/")]
+)
+def test_an_optional_extra_is_imported_only_by_its_tool(package: str, user: str) -> None:
+    """redis is the queue worker's extra, Ray the backfill's: no other module imports them."""
+    importers = _importers(package)
+    assert importers and all(path.startswith(user) for path in importers), importers
+
+
+def test_the_service_and_the_cli_run_without_the_optional_extras() -> None:
+    """With redis and Ray unimportable, the app and the batch CLI still import, and the
+    backfill's command says how to install Ray instead of failing with a traceback."""
+    block = "import sys; sys.modules['ray'] = None; sys.modules['redis'] = None;"
+    code = block + "import service.app, service.cli, service.records; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
+    code = block + "from service.backfill.cli import main; sys.exit(main(['in.jsonl', 'out']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "pip install -e '.[ray]'" in result.stderr

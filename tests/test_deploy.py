@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -691,3 +692,167 @@ def test_the_image_installs_the_locked_versions(
 def test_the_docker_scripts_parse(script: str) -> None:
     """`make image-test` runs them for real (.ci/run); here only that bash can read them."""
     subprocess.run(["bash", "-n", str(DEPLOY / script)], check=True, timeout=30)
+
+
+# ----- the backfill on a Ray cluster (KubeRay)
+
+
+def _object(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_COUNT = {"type": "integer", "minimum": 0}
+# A PodTemplateSpec: each is checked against the Kubernetes API's own schema instead.
+_POD_TEMPLATE = {"type": "object"}
+# The fields of KubeRay's ray.io/v1 RayJob that the example uses, with the types and values its
+# CRD gives them. Anything else is refused: the API server would drop an unknown (misspelt)
+# field without a word, so it is caught here.
+RAYJOB_SCHEMA = _object(
+    {
+        "apiVersion": {"const": "ray.io/v1"},
+        "kind": {"const": "RayJob"},
+        "metadata": {"type": "object"},
+        "spec": _object(
+            {
+                "entrypoint": {"type": "string"},
+                "submissionMode": {
+                    "enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]
+                },
+                "shutdownAfterJobFinishes": {"type": "boolean"},
+                "ttlSecondsAfterFinished": _COUNT,
+                "activeDeadlineSeconds": _COUNT,
+                "backoffLimit": _COUNT,
+                "rayClusterSpec": _object(
+                    {
+                        "rayVersion": {"type": "string"},
+                        "headGroupSpec": _object(
+                            {"rayStartParams": _STRING_MAP, "template": _POD_TEMPLATE},
+                            required=("template",),
+                        ),
+                        "workerGroupSpecs": {
+                            "type": "array",
+                            "items": _object(
+                                {
+                                    "groupName": {"type": "string"},
+                                    "replicas": _COUNT,
+                                    "minReplicas": _COUNT,
+                                    "maxReplicas": _COUNT,
+                                    "rayStartParams": _STRING_MAP,
+                                    "template": _POD_TEMPLATE,
+                                },
+                                required=("groupName", "template"),
+                            ),
+                        },
+                    },
+                    required=("headGroupSpec",),
+                ),
+            },
+            required=("entrypoint", "rayClusterSpec"),
+        ),
+    },
+    required=("apiVersion", "kind", "metadata", "spec"),
+)
+
+
+@pytest.fixture(scope="module")
+def rayjob() -> dict:
+    return yaml.safe_load((DEPLOY / "kuberay-backfill.yaml").read_text(encoding="utf-8"))
+
+
+def ray_groups(rayjob: dict) -> list[dict]:
+    """The head group, then the worker groups."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+
+
+def validate_rayjob(rayjob: dict, version: str) -> None:
+    """The RayJob's own fields against RAYJOB_SCHEMA, its pod templates against Kubernetes'."""
+    import jsonschema
+
+    jsonschema.validate(rayjob, RAYJOB_SCHEMA)
+    for group in ray_groups(rayjob):
+        template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "ray"}}
+        kubernetes_validate.validate({**template, "template": group["template"]}, version, True)
+
+
+def test_kuberay_backfill_validates_strictly(rayjob: dict) -> None:
+    """The RayJob passes KubeRay's schema for its fields and its pod templates pass the
+    Kubernetes API schema, unknown fields refused, on the oldest and newest supported
+    Kubernetes; a misspelt field in either is refused (the validation has teeth)."""
+    import jsonschema
+
+    for version in K8S_VERSIONS:
+        validate_rayjob(rayjob, version)
+    misspelt = json.loads(json.dumps(rayjob))
+    misspelt["spec"]["shutdownAfterJobFinish"] = misspelt["spec"].pop("shutdownAfterJobFinishes")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_rayjob(misspelt, K8S_VERSIONS[0])
+    broken = json.loads(json.dumps(rayjob))
+    container = broken["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    container["containers"][0]["resource"] = container["containers"][0].pop("resources")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_rayjob(broken, K8S_VERSIONS[0])
+
+
+def test_kuberay_backfill_runs_the_backfill_on_the_workers(
+    rayjob: dict, dockerfile: tuple[dict[str, str], list[Stage]]
+) -> None:
+    """The entrypoint is `python -m service.backfill` with arguments its parser accepts and no
+    --address (the job's RAY_ADDRESS names the cluster); the head reserves no CPU, each
+    worker's CPUs hold whole actors and match its container's limit; every ALGOSPEAK_* variable
+    is a real setting; the cluster is removed after the job; every pod runs the backfill image
+    as the serving image's non-root user, with shared memory for Ray's object store."""
+    from service.backfill.cli import parser
+
+    command = shlex.split(rayjob["spec"]["entrypoint"])
+    assert command[:3] == ["python", "-m", "service.backfill"]
+    args = parser().parse_args(command[3:])
+    assert args.address is None
+    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+    head, *workers = ray_groups(rayjob)
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    cpus_per_actor = args.cpus_per_actor or args.threads_per_actor
+    image_user = dockerfile[1][-1].args_of("USER")[-1].split(":")[0]
+    for group in (head, *workers):
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"].rsplit("/", 1)[-1].startswith("algospeak-backfill:")
+        assert str(pod["securityContext"]["runAsUser"]) == image_user
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        names = {item["name"] for item in container.get("env", [])}
+        assert {name for name in names if name.startswith("ALGOSPEAK_")} <= SETTING_NAMES
+        shm = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+        assert shm and any(v["name"] == shm[0]["name"] for v in pod["volumes"])
+    for group in workers:
+        (container,) = group["template"]["spec"]["containers"]
+        cpus = int(group["rayStartParams"]["num-cpus"])
+        assert str(cpus) == container["resources"]["limits"]["cpu"]
+        assert cpus % cpus_per_actor == 0 and cpus >= cpus_per_actor
+
+
+def test_the_backfill_image_adds_the_manifests_ray_to_the_serving_image(rayjob: dict) -> None:
+    """deploy/backfill.Dockerfile starts from the serving image with the model baked in, installs
+    the Ray the RayJob names (inside what the ray extra allows, with what KubeRay needs) into
+    the image's virtualenv, and runs as the serving image's user again."""
+    from packaging.requirements import Requirement
+
+    global_args, stages = parse_dockerfile((DEPLOY / "backfill.Dockerfile").read_text())
+    (stage,) = stages
+    assert stage.base.endswith(":with-model")
+    version = dict(arg.split("=", 1) for arg in stage.args_of("ARG"))["RAY_VERSION"]
+    assert version == rayjob["spec"]["rayClusterSpec"]["rayVersion"]
+    run = " ".join(stage.args_of("RUN"))
+    assert '"ray[default,data]==${RAY_VERSION}"' in run
+    assert "--python /opt/venv/bin/python" in run
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (extra,) = pyproject["project"]["optional-dependencies"]["ray"]
+    assert Requirement(extra).specifier.contains(version)
+    assert stage.args_of("USER")[-1] == "10001:10001"
+    assert "IMAGE" in global_args

@@ -22,7 +22,7 @@ import redis
 
 from algospeak import PolicyError
 from service.classifier import Classifier
-from service.records import classify_text, error_body, record_text
+from service.records import error_body, outcome, read_fields
 from service.schemas import Explain
 from service.validation import TextProblem
 from service.worker import metrics
@@ -150,9 +150,9 @@ class Worker:
         post_id, problem = _post_id(message.fields.get("id"))
         if problem is None:
             text = _decoded_text(message.fields.get("text"), self.limits.max_text_chars)
-            outcome = classify_text(self.classifier, text, explain=self.limits.explain)
+            answered = outcome(self.classifier, text, explain=self.limits.explain)
         else:
-            outcome = {"error": error_body(problem)}
+            answered = {"error": error_body(problem)}
         metadata = {
             name: value.decode("utf-8", "replace")
             for name, value in message.fields.items()
@@ -161,8 +161,8 @@ class Worker:
         fields = {"message_id": message.id, "metadata": _json(metadata)}
         if post_id is not None:
             fields = {"id": post_id, **fields}
-        fields |= {kind: _json(body) for kind, body in outcome.items()}
-        action = outcome["result"]["action"] if "result" in outcome else None
+        fields |= {kind: _json(body) for kind, body in answered.items()}
+        action = answered["result"]["action"] if "result" in answered else None
         return post_id, fields, action
 
     def _dead_letter(self, message: Message, error: dict[str, str], attempts: int) -> None:
@@ -250,12 +250,12 @@ def _post_id(raw: bytes | None) -> tuple[str | None, TextProblem | None]:
 def _decoded_text(raw: bytes | None, max_chars: int) -> str | TextProblem:
     """The post's text if the API would accept it, else why not."""
     if raw is None:
-        return record_text({}, max_chars)
+        return read_fields({}, max_chars)[1]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return TextProblem("invalid_request", "text: not valid UTF-8")
-    return record_text({"text": text}, max_chars)
+    return read_fields({"text": text}, max_chars)[1]
 
 
 def _json(value: Any) -> str:

@@ -111,6 +111,8 @@ RUN apt-get update \
     && groupadd --gid 10001 app \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app \
         --shell /usr/sbin/nologin app
+# Workers and threads: one single-threaded worker per CPU of a 2-CPU share, the layout measured
+# fastest (README: Performance); set ALGOSPEAK_WORKERS to the container's CPU share.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
@@ -118,7 +120,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     ALGOSPEAK_HOST=0.0.0.0 \
     ALGOSPEAK_PORT=8000 \
-    ALGOSPEAK_HOME=/app
+    ALGOSPEAK_HOME=/app \
+    ALGOSPEAK_WORKERS=2 \
+    ALGOSPEAK_THREADS=1
 WORKDIR /app
 COPY --from=venv /opt/venv /opt/venv
 COPY algospeak algospeak

@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # make serve HOST=0.0.0.0 PORT=9000 (or ALGOSPEAK_HOST / ALGOSPEAK_PORT, as the image uses)
 HOST   ?= $(or $(ALGOSPEAK_HOST),127.0.0.1)
 PORT   ?= $(or $(ALGOSPEAK_PORT),8000)
+# One single-threaded worker process per CPU: the layout measured fastest (README: Performance).
+WORKERS ?= $(or $(ALGOSPEAK_WORKERS),$(shell nproc 2>/dev/null || echo 1))
 
 # Models live under $ALGOSPEAK_HOME/models (artifacts/locations.py): for make, this checkout.
 export ALGOSPEAK_HOME ?= $(CURDIR)
@@ -36,7 +38,7 @@ $(VENV)/.dev: $(VENV)/.build
 # package with the adapter in models/default merged in, prepared once (no training, no torch).
 serve: $(VENV)/.serve
 	@if [ -z "$$ALGOSPEAK_MODEL_PATH" ]; then $(BIN)/python -m artifacts.shipped >/dev/null; fi
-	ALGOSPEAK_HOST=$(HOST) ALGOSPEAK_PORT=$(PORT) $(BIN)/python -m service
+	ALGOSPEAK_HOST=$(HOST) ALGOSPEAK_PORT=$(PORT) ALGOSPEAK_WORKERS=$(WORKERS) $(BIN)/python -m service
 
 # The moderation-queue worker (README: Moderation queue worker): serving plus the redis client.
 $(VENV)/.worker: pyproject.toml | $(BIN)/python

@@ -121,7 +121,7 @@ say "running $image on 127.0.0.1:$port"
 "$docker" network create "$single" >/dev/null
 started="$(now)"
 "$docker" run -d --name "$single" --network "$single" -p "127.0.0.1:$port:8000" \
-  -v "$model:/app/models/default/algospeak.gguf:ro" -e ALGOSPEAK_THREADS=2 "$image" >/dev/null
+  -v "$model:/app/models/default/algospeak.gguf:ro" "$image" >/dev/null
 wait_for 60 "/healthz" curl -fsS "http://127.0.0.1:$port/healthz"
 healthz_s="$(since "$started")"
 wait_for 120 "/readyz" curl -fsS "http://127.0.0.1:$port/readyz"

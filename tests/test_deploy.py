@@ -387,7 +387,10 @@ def test_compose_api_can_be_scaled_and_is_health_checked_on_readyz(
     assert volume in compose["volumes"]
     assert "ALGOSPEAK_MODEL_PATH" not in env  # the image's default model, in the volume
     assert posixpath.join(env_of(dockerfile[1][-1])["ALGOSPEAK_HOME"], "models") == target
-    assert int(env["ALGOSPEAK_WORKERS"]) == 1
+    # The measured layout: one single-threaded worker per CPU of the container's share.
+    cpus = float(api["deploy"]["resources"]["limits"]["cpus"])
+    assert int(env["ALGOSPEAK_THREADS"]) == 1
+    assert int(env["ALGOSPEAK_WORKERS"]) == cpus
 
 
 def test_compose_model_service_builds_into_the_same_volume_on_request(compose: dict) -> None:
@@ -632,7 +635,8 @@ def test_deployment_is_locked_down_and_reads_keys_from_a_secret(
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])
     env = {item["name"]: item for item in container["env"]}
-    assert env["ALGOSPEAK_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    assert env["ALGOSPEAK_WORKERS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    assert env["ALGOSPEAK_THREADS"]["value"] == "1"
     assert "secretKeyRef" in env["ALGOSPEAK_API_KEYS"]["valueFrom"]
     assert "value" not in env["ALGOSPEAK_API_KEYS"]
 

@@ -67,11 +67,7 @@ class Resume:
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` names; the exit status."""
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(quiet=args.quiet)
     # The service logs every classification for its request log; a backfill's record is OUT,
     # and a line per text would bury the progress bar and the summary.
     logging.getLogger("service.classifier").setLevel(logging.WARNING)
@@ -104,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
         help="GGUF file (default: ALGOSPEAK_MODEL_PATH, else the default model)",
     )
     classify.add_argument(
-        "--threads", type=_positive, help="CPU threads (default: ALGOSPEAK_THREADS, else all cores)"
+        "--threads", type=positive, help="CPU threads (default: ALGOSPEAK_THREADS, else all cores)"
     )
     classify.add_argument(
         "--explain",
@@ -120,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
 
 def classify_command(args: argparse.Namespace) -> int:
     """Classify IN into OUT, resuming after OUT's complete lines unless ``--restart``."""
-    settings = _settings(model_path=args.model, threads=args.threads)
+    settings = settings_from(model_path=args.model, threads=args.threads)
     source, target = args.input, args.output
     if not source.is_file():
         raise CliError(f"input file {source} not found")
@@ -257,7 +253,16 @@ def open_output(path: Path, resume: Resume, fresh: bool) -> Iterator[BinaryIO]:
         yield file
 
 
-def _settings(**overrides: Any) -> Settings:
+def log_to_stderr(*, quiet: bool) -> None:
+    """Log lines with time, level and logger to stderr: warnings only when ``quiet``."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def settings_from(**overrides: Any) -> Settings:
     """The service's settings (``ALGOSPEAK_*``), with the options given on the command line."""
     try:
         return Settings(**{name: value for name, value in overrides.items() if value is not None})
@@ -265,7 +270,8 @@ def _settings(**overrides: Any) -> Settings:
         raise CliError(f"invalid settings: {exc}") from exc
 
 
-def _positive(value: str) -> int:
+def positive(value: str) -> int:
+    """``value`` as an int above 0, for argparse's ``type``."""
     number = int(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")

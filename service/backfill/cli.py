@@ -18,17 +18,14 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from algospeak import PolicyError
 from service.classifier import model_file
+from service.cli import CliError, log_to_stderr, positive, settings_from
 from service.engine import ModelError
 from service.policy import PolicyHolder
-from service.settings import Settings
 
 # Not __name__: under `python -m service.backfill` the entry module is "__main__".
 logger = logging.getLogger("service.backfill")
@@ -44,18 +41,10 @@ RAY_MISSING = (
 )
 
 
-class CannotStartError(Exception):
-    """A reason not to start; the message says what is wrong and what to do."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the backfill ``argv`` describes; the exit status."""
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(quiet=args.quiet)
     if args.quiet:
         logging.getLogger("ray").setLevel(logging.WARNING)  # Ray Data's progress lines too
     try:
@@ -70,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = _job(args)
         summary = pipeline.run(job)
-    except (CannotStartError, InputError, OutputError) as exc:
+    except (CliError, InputError, OutputError) as exc:
         logger.error("%s", exc)
         return EXIT_CANNOT_START
     except KeyboardInterrupt:
@@ -115,12 +104,12 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument(
         "--actors",
-        type=_positive,
+        type=positive,
         help="classifying actors, each with its own model (default: as many as the cluster's "
         "CPUs hold)",
     )
     command.add_argument(
-        "--threads-per-actor", type=_positive, default=1, help="llama.cpp threads per actor (1)"
+        "--threads-per-actor", type=positive, default=1, help="llama.cpp threads per actor (1)"
     )
     command.add_argument(
         "--cpus-per-actor",
@@ -128,11 +117,11 @@ def parser() -> argparse.ArgumentParser:
         help="CPUs each actor reserves (default: its threads)",
     )
     command.add_argument(
-        "--batch-size", type=_positive, default=16, help="records per actor call (16)"
+        "--batch-size", type=positive, default=16, help="records per actor call (16)"
     )
     command.add_argument(
         "--rows-per-file",
-        type=_positive,
+        type=positive,
         default=256,
         help="rows per part file (256): what a crash can cost, at most, per writer",
     )
@@ -156,12 +145,12 @@ def _job(args: argparse.Namespace) -> Any:
     before any Ray starts."""
     from service.backfill import inputs, pipeline
 
-    settings = _settings(model_path=args.model, threads=args.threads_per_actor)
+    settings = settings_from(model_path=args.model, threads=args.threads_per_actor)
     try:
         settings = settings.model_copy(update={"model_path": model_file(settings)})
         PolicyHolder(settings)  # a bad policy file stops the run here, not in every actor
     except (ModelError, PolicyError) as exc:
-        raise CannotStartError(str(exc)) from exc
+        raise CliError(str(exc)) from exc
     input_format = args.input_format or inputs.input_format_of(args.input)
     return pipeline.Job(
         source=args.input,
@@ -178,18 +167,3 @@ def _job(args: argparse.Namespace) -> Any:
         address=args.address or os.environ.get("RAY_ADDRESS") or "local",
         progress=not args.quiet,
     )
-
-
-def _settings(**overrides: Any) -> Settings:
-    """The service's settings (``ALGOSPEAK_*``), with the options given on the command line."""
-    try:
-        return Settings(**{name: value for name, value in overrides.items() if value is not None})
-    except ValidationError as exc:
-        raise CannotStartError(f"invalid settings: {exc}") from exc
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return number

@@ -8,13 +8,9 @@ read back from the file.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +23,6 @@ log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0")
 DEFAULT = "Q4_K_M"
-_PROGRESS = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +51,7 @@ def quantize(
         raise ConversionError(f"{source} does not exist: convert the model first")
     started = time.monotonic()
     log.info("quantizing %s to %s (%s)", source.name, output, quantization)
-    with disk_space(output), _progress(output.name):
+    with disk_space(output):
         done = quantize_file(source, output, quantization, threads=threads or 0)
     if not done and shutil.disk_usage(output.parent).free < source.stat().st_size:
         raise ConversionError(
@@ -97,29 +92,3 @@ def _expected(quantization: str) -> set[str]:
 
 def _describe(types: dict[str, int]) -> str:
     return ", ".join(f"{count} {name}" for name, count in types.items())
-
-
-@contextmanager
-def _progress(what: str) -> Iterator[None]:
-    """Route llama.cpp's log lines to the debug log while quantizing, advancing a progress bar
-    on its "[ i/ n]" tensor lines, then give llama-cpp-python its own log callback back."""
-    import llama_cpp
-    from llama_cpp import _logger
-    from tqdm import tqdm
-
-    bar = tqdm(desc=f"quantizing {what}", unit="tensor")
-
-    @llama_cpp.llama_log_callback
-    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        line = text.decode("utf-8", errors="replace")
-        if match := _PROGRESS.search(line):
-            bar.total = int(match[2])
-            bar.update(int(match[1]) - bar.n)
-        log.debug("llama.cpp: %s", line.rstrip())
-
-    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
-    try:
-        yield
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-        bar.close()

@@ -18,7 +18,7 @@ from service import metrics
 from service.engine import Engine, ModelError
 from service.gate import Gate
 from service.policy import PolicyHolder, Rules, Thresholds
-from service.scoring import Classification
+from service.scoring import Classification, likely_category
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class Prepared:
     rules: Rules
     normalization: Normalization
     tokens: list[int]
+    guess: str | None  # the category its codes point to (scoring.likely_category)
     started: float  # time.perf_counter() when it came
 
 
@@ -89,7 +90,7 @@ class Classifier:
         rules = self.policy.rules
         normalization = rules.normalizer.normalize(text)
         tokens = self.engine.request_tokens(text, normalization)
-        return Prepared(text, rules, normalization, tokens, started)
+        return Prepared(text, rules, normalization, tokens, likely_category(normalization), started)
 
     def decide(self, texts: Sequence[Prepared], *, reason: bool = False) -> list[Verdict]:
         """The verdicts for ``texts``, in order: scored together with whatever else waits for
@@ -98,7 +99,7 @@ class Classifier:
         if reason:
             scored = [self._score_with_reason(prepared) for prepared in texts]
         else:
-            batched = self.gate.run([prepared.tokens for prepared in texts], self._score)
+            batched = self.gate.run(list(texts), self._score)
             scored = [(classification, seconds, None) for classification, seconds in batched]
         verdicts = []
         for prepared, (classification, seconds, written) in zip(texts, scored, strict=True):
@@ -107,19 +108,21 @@ class Classifier:
             verdicts.append(verdict)
         return verdicts
 
-    def _score(self, requests: list[list[int]]) -> list[tuple[Classification, float]]:
-        """The gate's work: the requests scored together, each with its share of the model's
+    def _score(self, texts: list[Prepared]) -> list[tuple[Classification, float]]:
+        """The gate's work: the texts scored together, each with its share of the model's
         time."""
         started = time.perf_counter()
-        classifications = self.engine.score_many(requests)
-        share = (time.perf_counter() - started) / len(requests)
-        metrics.BATCH_TEXTS.observe(len(requests))
+        classifications = self.engine.score_many(
+            [prepared.tokens for prepared in texts], [prepared.guess for prepared in texts]
+        )
+        share = (time.perf_counter() - started) / len(texts)
+        metrics.BATCH_TEXTS.observe(len(texts))
         return [(classification, share) for classification in classifications]
 
     def _score_with_reason(self, prepared: Prepared) -> tuple[Classification, float, str]:
         with self.gate.slot():
             started = time.perf_counter()
-            classification = self.engine.score(prepared.tokens)
+            classification = self.engine.score(prepared.tokens, prepared.guess)
             written = self.engine.reason(self.reason_max_tokens)
             seconds = time.perf_counter() - started
         metrics.BATCH_TEXTS.observe(1)

@@ -6,10 +6,13 @@ split one, is scored by its whole token sequence; renormalized over the allowed 
 the category given ``harmful``; then the severity given the top category, each probability
 calibrated (``service.calibration``) before it decides. The system prompt and the user-turn
 header are evaluated once; each request continues from that prefix and evaluates only its own
-tokens, in two model calls: its own tokens with the harmful answer's lead-in `` harmful,``
-(which give the labels and the categories), then everything else at once as separate branches:
-with the contract's one-token values, just the severity after the top category (`` self,``).
-Several requests are scored together, each on its own branches, in the same two calls. Only
+tokens, in at most two model calls: its own tokens with the harmful answer's lead-in
+`` harmful,`` (which give the labels and the categories), and, as a branch of the same call, the
+severity after the category the normalizer's findings point to (:func:`likely_category`); then,
+only if the model's top category is another, everything else at once as separate branches
+(with the contract's one-token values, just the severity after the top category, `` self,``).
+The numbers are the same either way. Several requests are scored together, each on its own
+branches, in the same calls. Only
 when asked, after a decision, ``reason`` writes the contract's optional reason line for it; the
 decision is final by then and cannot depend on the reason.
 
@@ -68,6 +71,8 @@ class BackendFullError(RuntimeError):
 
 
 TokenPath = tuple[int, ...]  # tokens after the fixed prefix, naming the position after the last one
+# A request and the category guessed for it (see Scorer.score).
+_Guessed = tuple[Sequence[int], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,24 +214,30 @@ class Scorer:
 
     def classify(self, text: str, normalization: Normalization) -> Classification:
         """Score ``text``; deterministic for a given model, text and thread count."""
-        return self.score(self.request_tokens(text, normalization))
+        request = self.request_tokens(text, normalization)
+        return self.score(request, likely_category(normalization))
 
-    def score(self, request: list[int]) -> Classification:
+    def score(self, request: list[int], guess: str | None = None) -> Classification:
         """Score the request tokens ``request`` (from :meth:`request_tokens`); ``reason``
-        may follow."""
-        (result,) = self.score_many([request])
+        may follow. ``guess``: the category to read the severity after in the first call
+        (:func:`likely_category`); it saves a call when right and changes no number."""
+        (result,) = self.score_many([request], [guess])
         self._answered = (tuple(request), Answer(result.label, result.category, result.severity))
         return result
 
-    def score_many(self, requests: Sequence[list[int]]) -> list[Classification]:
-        """Score several requests (each from :meth:`request_tokens`) together: two backend
-        calls for as many as fit the backend at once (more calls for more), and for each the
-        answer ``score`` gives it alone."""
+    def score_many(
+        self, requests: Sequence[list[int]], guesses: Sequence[str | None] | None = None
+    ) -> list[Classification]:
+        """Score several requests (each from :meth:`request_tokens`, with its ``guess`` as
+        :meth:`score` takes it) together: at most two backend calls for as many as fit the
+        backend at once (more calls for more), and for each the answer ``score`` gives it
+        alone."""
         self._answered = None
         self.last_evaluated = []
+        guesses = guesses if guesses is not None else [None] * len(requests)
         results: list[Classification] = []
-        for group in self._groups(requests):
-            results += self._score_fitting([tuple(request) for request in group])
+        for group in self._groups(list(zip(requests, guesses, strict=True))):
+            results += self._score_fitting([(tuple(request), guess) for request, guess in group])
         return results
 
     def reason(self, max_tokens: int) -> str:
@@ -277,15 +288,15 @@ class Scorer:
         # special=False: "<|im_start|>" typed by a user stays text, never a control token.
         return self.backend.tokenize(text, special=special)
 
-    def _groups(self, requests: Sequence[list[int]]) -> Iterator[list[list[int]]]:
+    def _groups(self, requests: Sequence[_Guessed]) -> Iterator[list[_Guessed]]:
         """``requests`` in order, in groups that one backend call can take: at most
         ``context_size`` positions and ``max_branches`` branches (a request that fits the
         context alone is a group)."""
         most = max(1, self.backend.max_branches // self._answer_branches)
-        group: list[list[int]] = []
+        group: list[_Guessed] = []
         positions = 0
         for request in requests:
-            needs = len(request) + self._answer_positions
+            needs = len(request[0]) + self._answer_positions
             if group and (positions + needs > self.backend.context_size or len(group) == most):
                 yield group
                 group, positions = [], 0
@@ -294,7 +305,7 @@ class Scorer:
         if group:
             yield group
 
-    def _score_fitting(self, requests: list[TokenPath]) -> list[Classification]:
+    def _score_fitting(self, requests: list[_Guessed]) -> list[Classification]:
         """Score ``requests`` together, in halves (recursively) where the backend cannot take
         them at once: each answer is the same either way."""
         try:
@@ -305,25 +316,23 @@ class Scorer:
             half = len(requests) // 2
             return self._score_fitting(requests[:half]) + self._score_fitting(requests[half:])
 
-    def _score_group(self, requests: list[TokenPath]) -> list[Classification]:
+    def _score_group(self, guessed: list[_Guessed]) -> list[Classification]:
         start = self.prefix_end()
+        requests = [tuple(request) for request, _ in guessed]
         found: dict[TokenPath, np.ndarray] = {}
         # First call: each request and the harmful answer's lead-in, which give the labels'
         # first tokens (at the answer's start) and, since causal attention never looks ahead,
-        # the categories' first tokens (after " harmful,").
-        first = [self._needed(request, ()) for request in requests]
-        on_path = [
-            [p for p in paths if _starts(request + self._answer.to_category, p)]
-            for request, paths in zip(requests, first, strict=True)
-        ]
-        self._find(start, found, on_path)
-        # Second call: every other continuation, with the severity after each category that
-        # may be the top.
+        # the categories' first tokens (after " harmful,"); with them, the severity after the
+        # guessed category, which is all the second call would read when the guess is the top.
+        first = [self._first(request, guess) for request, guess in guessed]
+        self._find(start, found, first)
+        # Second call, for what is still missing: every other continuation, with the severity
+        # after each category that may be the top (none when every guess was the top).
         second = [self._needed(r, self._contenders(r, found)) for r in requests]
         self._find(start, found, second)
         results = []
-        for request, paths in zip(requests, second, strict=True):
-            evaluated = evaluated_tokens(paths)
+        for request, read, paths in zip(requests, first, second, strict=True):
+            evaluated = evaluated_tokens(read + paths)
             self.last_evaluated += evaluated
             results.append(self._decide(request, found, len(evaluated)))
         return results
@@ -332,13 +341,28 @@ class Scorer:
         """The paths scoring ``request`` reads, with the severity read after each of
         ``categories``."""
         answer = self._answer
-        category_fork = request + answer.to_category
         paths = _option_paths(request, answer.labels)
-        paths += _option_paths(category_fork, answer.categories)
+        paths += _option_paths(request + answer.to_category, answer.categories)
         for category in categories:
-            severity_fork = category_fork + answer.categories[category] + answer.to_severity
-            paths += _option_paths(severity_fork, answer.severities)
+            paths += self._severity_paths(request, category)
         return paths
+
+    def _first(self, request: TokenPath, guess: str | None) -> list[TokenPath]:
+        """What the first call reads for ``request``: the paths on the way to " harmful,"
+        (the labels' first tokens, every category's first token), and the severity after
+        ``guess`` when the first call can tell whether it is the top (every category one
+        token)."""
+        fork = request + self._answer.to_category
+        paths = [p for p in self._needed(request, ()) if _starts(fork, p)]
+        if guess is not None and self._categories_known:
+            paths += self._severity_paths(request, guess)
+        return paths
+
+    def _severity_paths(self, request: TokenPath, category: str) -> list[TokenPath]:
+        """The paths that score the severity after ``category``."""
+        answer = self._answer
+        fork = request + answer.to_category + answer.categories[category] + answer.to_severity
+        return _option_paths(fork, answer.severities)
 
     def _contenders(
         self, request: TokenPath, found: dict[TokenPath, np.ndarray]
@@ -388,6 +412,15 @@ class Scorer:
         """The next-token log-probabilities after ``path``."""
         ((log_probs,),) = self.backend.decode_branches(start, [Branch(path, (len(path) - 1,))])
         return log_probs
+
+
+def likely_category(normalization: Normalization) -> str | None:
+    """The harm category the normalizer's findings point to: that of the first decoded code,
+    else of the first ambiguous one; None for a post without codes."""
+    for found in (*normalization.spans, *normalization.candidates):
+        if found.category in HARM_CATEGORIES:
+            return found.category
+    return None
 
 
 def _option_paths(fork: TokenPath, options: dict[str, TokenPath]) -> list[TokenPath]:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,8 @@ def test_classify_bench_runs_against_a_real_server(smollm2_gguf) -> None:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "speed-up vs do-it-yourself" in result.stdout
     assert "engine overhead" in result.stdout
-    # The base model's single-token answer values: the request, then the severity.
-    assert "decode calls per request, median: 2 " in result.stdout
+    # The base model's single-token answer values: one call, or two when the guess is wrong.
+    assert re.search(r"decode calls per request, median: (1|1\.5|2) ", result.stdout)
     assert "tokens per request / (post + tail), median over 5 test posts" in result.stdout
     assert "explanation cost vs explain=false: explain=true" in result.stdout
 

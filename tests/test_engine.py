@@ -10,7 +10,7 @@ from algospeak.taxonomy import HARM_CATEGORIES
 from service.calibration import Calibration
 from service.engine import Engine, ModelError
 from service.llama_backend import UnsupportedVersionError, check_version
-from service.scoring import InputTooLongError, log_softmax, renormalize
+from service.scoring import InputTooLongError, likely_category, log_softmax, renormalize
 
 TEXTS = [
     "I want to unalive myself",
@@ -195,14 +195,43 @@ def test_scoring_reads_the_same_probabilities_as_the_sequential_algorithm(engine
         assert largest_difference(result, *reference) <= 1e-4, text
 
 
-def test_a_request_takes_two_decode_calls_after_the_prefix(engine) -> None:
-    """Its own tokens with " harmful," (the labels and the categories), then the severity after
-    the top category: the contract's values are one token each, nothing else is left."""
+def scores_of(result) -> tuple:
+    """A classification's decision and numbers, without its token count (which counts the
+    guess's tokens whether or not they were used)."""
+    return (
+        result.label,
+        result.category,
+        result.severity,
+        result.label_scores,
+        result.category_scores,
+        result.severity_scores,
+    )
+
+
+def test_a_request_takes_one_decode_call_when_its_guess_is_the_top_and_two_otherwise(
+    engine,
+) -> None:
+    """Its own tokens with " harmful," (the labels and the categories) and the severity after
+    the guessed category; a second call reads the severity after the top category only when
+    the guess was another (or none). The numbers are the same every way."""
     engine.prefix_end()
     for text in MORE_TEXTS:
-        before = engine.backend.decode_calls
-        classify(engine, text)
-        assert engine.backend.decode_calls - before == 2, text
+        request = engine.request_tokens(text, normalize(text))
+        unguessed = engine.score(request)
+        top = max(HARM_CATEGORIES, key=unguessed.category_scores.__getitem__)
+        wrong = next(category for category in HARM_CATEGORIES if category != top)
+        for guess, calls in ((None, 2), (top, 1), (wrong, 2)):
+            before = engine.backend.decode_calls
+            result = engine.score(request, guess)
+            assert engine.backend.decode_calls - before == calls, (text, guess)
+            assert scores_of(result) == scores_of(unguessed), (text, guess)
+
+
+def test_the_guess_is_the_category_of_the_first_code() -> None:
+    assert likely_category(normalize("honestly thinking about sewer slide, kys")) == "self_harm"
+    assert likely_category(normalize("grilled corn with lime")) == "sexual"  # ambiguous: corn
+    assert likely_category(normalize("see you at the meeting")) is None
+    assert likely_category(normalize("i hate mys3lf")) is None  # a disguised ordinary word
 
 
 def near_the_limit(engine: Engine) -> str:

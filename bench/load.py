@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0:
         parser.error("--clients and --duration must be positive")
+    if len(set(args.layouts)) < len(args.layouts):
+        parser.error("--layouts: each layout once (the report names runs by layout)")
     if args.model is None:
         args.model = default_model()
         if not args.model.is_file():

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from algospeak.normalizer import Normalization
-from service.scoring import Branch, Classification, Scorer, common_length
+from service.scoring import Branch, Classification, Scorer, common_length, likely_category
 
 
 class HFBackend:
@@ -145,5 +145,5 @@ class HFScorer(Scorer):
         request = self.request_tokens(text, normalization)
         key = tuple(request)
         if key not in self._answers:
-            self._answers[key] = self.score(request)
+            self._answers[key] = self.score(request, likely_category(normalization))
         return self._answers[key]

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.gate import BusyError
 from service.scoring import InputTooLongError
+from service.validation import too_long_for_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def model_errors(field: str = "text") -> Iterator[None]:
     except BusyError as exc:
         raise ApiError(503, str(exc), "busy", {"Retry-After": str(exc.retry_after)}) from exc
     except InputTooLongError as exc:
-        raise ApiError(422, f"{field}: {exc}", "text_too_long") from exc
+        problem = too_long_for_model(exc, field)
+        raise ApiError(422, problem.message, problem.type) from exc
 
 
 def install_error_handlers(app: FastAPI) -> None:

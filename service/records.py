@@ -19,7 +19,7 @@ from service.classifier import Classifier
 from service.explain import explain as explain_verdict
 from service.schemas import ClassifyResponse, Explain
 from service.scoring import InputTooLongError
-from service.validation import TextProblem, text_problem
+from service.validation import TextProblem, text_problem, too_long_for_model
 
 
 def read_line(raw: bytes, max_chars: int) -> tuple[Any, str | TextProblem]:
@@ -67,8 +67,7 @@ def outcome(
     try:
         verdict = classifier.classify(text, reason=explain == "reason")
     except InputTooLongError as exc:
-        # The same type and message as the API's answer for this text.
-        return {"error": error_body(TextProblem("text_too_long", f"text: {exc}"))}
+        return {"error": error_body(too_long_for_model(exc))}
     explanation = explain_verdict(verdict) if explain else None
     return {"result": ClassifyResponse.from_verdict(verdict, explanation).model_dump(mode="json")}
 

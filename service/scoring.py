@@ -72,7 +72,7 @@ class BackendFullError(RuntimeError):
 
 TokenPath = tuple[int, ...]  # tokens after the fixed prefix, naming the position after the last one
 # A request and the category guessed for it (see Scorer.score).
-_Guessed = tuple[Sequence[int], str | None]
+_Guessed = tuple[TokenPath, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +235,11 @@ class Scorer:
         self._answered = None
         self.last_evaluated = []
         guesses = guesses if guesses is not None else [None] * len(requests)
+        pairs = zip(requests, guesses, strict=True)
+        guessed = [(tuple(request), guess) for request, guess in pairs]
         results: list[Classification] = []
-        for group in self._groups(list(zip(requests, guesses, strict=True))):
-            results += self._score_fitting([(tuple(request), guess) for request, guess in group])
+        for group in self._groups(guessed):
+            results += self._score_fitting(group)
         return results
 
     def reason(self, max_tokens: int) -> str:
@@ -318,7 +320,7 @@ class Scorer:
 
     def _score_group(self, guessed: list[_Guessed]) -> list[Classification]:
         start = self.prefix_end()
-        requests = [tuple(request) for request, _ in guessed]
+        requests = [request for request, _ in guessed]
         found: dict[TokenPath, np.ndarray] = {}
         # First call: each request and the harmful answer's lead-in, which give the labels'
         # first tokens (at the answer's start) and, since causal attention never looks ahead,
@@ -523,8 +525,8 @@ def top(scores: dict[str, float]) -> str:
 
 def renormalize(log_scores: dict[str, float]) -> dict[str, float]:
     """Probabilities from log-scores, renormalized over the options given (a stable softmax)."""
-    top = max(log_scores.values())
-    weights = {option: math.exp(score - top) for option, score in log_scores.items()}
+    best = max(log_scores.values())
+    weights = {option: math.exp(score - best) for option, score in log_scores.items()}
     total = sum(weights.values())
     return {option: weight / total for option, weight in weights.items()}
 

@@ -35,6 +35,12 @@ def text_problem(text: str, max_chars: int, field: str = "text") -> TextProblem 
     return None
 
 
+def too_long_for_model(reason: Exception, field: str = "text") -> TextProblem:
+    """Why a text within the character limit is refused when its prompt does not fit the
+    model's context (``reason``, the engine's InputTooLongError, says by how much)."""
+    return TextProblem("text_too_long", f"{field}: {reason}")
+
+
 def has_unpaired_surrogates(text: str) -> bool:
     """True if ``text`` cannot be encoded as UTF-8 (and so cannot be answered in JSON)."""
     return _SURROGATE.search(text) is not None

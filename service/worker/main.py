@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from algospeak import PolicyError
 from service.classifier import Classifier, build_classifier
+from service.cli import CliError, settings_from
 from service.engine import ModelError
 from service.observability import configure_logging
 from service.settings import Settings
@@ -53,12 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         "worker_metrics_port": args.metrics_port,
     }
     try:
-        settings = Settings(
-            **{name: value for name, value in overrides.items() if value is not None}
-        )
-    except ValidationError as exc:
+        settings = settings_from(**overrides)
+    except CliError as exc:
         logging.basicConfig(stream=sys.stderr)
-        logger.error("invalid settings: %s", exc)
+        logger.error("%s", exc)
         return EXIT_CANNOT_START
     configure_logging(settings.log_level, settings.log_format)
     try:

@@ -35,6 +35,9 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# How long the actor pool may take to start (model loads, and nodes an autoscaler adds).
+ACTOR_START_TIMEOUT_S = 600
+
 
 @dataclass(frozen=True)
 class Job:
@@ -187,8 +190,14 @@ def _execute(
     that many have come in (and the rest at the end); what it wrote."""
     # The driver shows its own progress (rows classified), and says so once: Ray Data's
     # notice that its bars are off would only confuse.
-    DataContext.get_current().enable_progress_bars = False
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
     log_once("ray_data_progress_manager_disabled")
+    # Every actor of the pool loads its model before any batch is handed out; by default Ray
+    # Data feeds the first actor that is ready, which on a short input (or a node slow to
+    # start) can do all the work while the others load. A pool that cannot start in time
+    # fails with Ray's "Timed out while starting actors" instead.
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     source_class = JsonlSource if job.input_format == "jsonl" else ParquetSource
     source = source_class(
         files.files,

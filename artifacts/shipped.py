@@ -9,6 +9,7 @@ data home (``artifacts.locations.default_model``); later starts find it there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -52,8 +53,12 @@ class Shipped:
 
     @property
     def built_from(self) -> str:
-        """What a prepared GGUF must have been built from to serve this adapter."""
-        return f"{self.manifest['adapter_sha256']}:{self.manifest['quantization']}"
+        """What a prepared GGUF must have been built from to serve this adapter: the adapter,
+        the quantization and the manifest it carries (a refitted calibration is served only
+        from a GGUF that carries it)."""
+        carried = json.dumps(summary(self.manifest), sort_keys=True).encode()
+        manifest_sha = hashlib.sha256(carried).hexdigest()[:16]
+        return f"{self.manifest['adapter_sha256']}:{self.manifest['quantization']}:{manifest_sha}"
 
 
 def load(directory: Path = SHIPPED_DIR) -> Shipped:

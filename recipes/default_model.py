@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from algospeak import normalize
+from artifacts import shipped
 from artifacts.bases import fetch
 from artifacts.hashing import sha256_of
 from artifacts.merge import merge_lora
@@ -44,7 +45,7 @@ from artifacts.shipped import ADAPTER_FILE, MANIFEST_FILE, SHIPPED_DIR
 from conversion.convert import convert_lora
 from conversion.errors import ConversionError
 from conversion.verify import verify
-from service.calibration import Calibration
+from service.calibration import NO_EVIDENCE, Calibration, Evidence
 from service.engine import Engine
 from training.calibrate import Observed, fit
 from training.config import PRESETS, load_config
@@ -127,19 +128,10 @@ def run(plan: Build) -> Path:
         table = choose(base_gguf, adapter_gguf, adapter, work / "dataset" / "dev.jsonl", plan)
         chosen = next(row for row in table if row["chosen"])
     with plan.stage("calibrate"):
-        calibration = calibrate(work / chosen["file"], work / "dataset" / "dev.jsonl", plan)
+        calibrations = calibrate(work / chosen["file"], work / "dataset" / "dev.jsonl", plan)
+    calibration = calibrations[0]
     with plan.stage("evaluate"):
-        sets = {"test split": work / "dataset" / "test.jsonl", "hand-written": HANDWRITTEN}
-        models = (
-            ("tuned", work / chosen["file"], calibration),
-            ("tuned, uncalibrated", work / chosen["file"], Calibration()),
-            ("untuned base", base_gguf, Calibration()),
-        )
-        figures = {
-            (name, model): evaluate(path, records, plan, fitted)
-            for model, path, fitted in models
-            for name, records in ((n, load_records(p)[: plan.eval_limit]) for n, p in sets.items())
-        }
+        figures = evaluate_all(work / chosen["file"], base_gguf, calibrations, plan)
     record = {
         "name": NAME,
         "version": datetime.now(UTC).strftime("%Y.%m.%d") + "-" + sha256_of(adapter_gguf)[:8],
@@ -154,12 +146,69 @@ def run(plan: Build) -> Path:
         "calibration": calibration.to_dict() | {"dev_examples": plan.calibration_examples},
         "learning_curve": curve,
         "stages_s": plan.stages,
-        "metrics": {
-            f"{model} / {name}": {k: v for k, v in f.items() if not isinstance(v, dict | list)}
-            for (name, model), f in figures.items()
-        },
+        "metrics": headline_metrics(figures),
     }
     return install(plan, adapter_gguf, record, figures)
+
+
+def recalibrate(plan: Build) -> Path:
+    """Refit the installed model's calibration on dev and evaluate it again, without training:
+    for a change to how probabilities are calibrated. The dataset the code builds must be the
+    one the adapter was trained on. Rewrites ``manifest.json`` and ``report.md``."""
+    work = plan.work_dir
+    installed = shipped.load(plan.install_dir)
+    record = installed.manifest
+    with plan.stage("dataset"):
+        write(build_dataset(), work / "dataset")
+        if dataset_sha256(work / "dataset") != record["dataset_sha256"]:
+            raise SystemExit(
+                "the dataset the code builds is not the one the installed adapter was trained "
+                "on: retrain with `make model` instead"
+            )
+    with plan.stage("base"):
+        base_gguf = fetch(record["base"])
+        served = shipped.prepare(plan.install_dir, work / "served.gguf", threads=plan.threads)
+    with plan.stage("calibrate"):
+        calibrations = calibrate(served, work / "dataset" / "dev.jsonl", plan)
+    calibration = calibrations[0]
+    with plan.stage("evaluate"):
+        figures = evaluate_all(served, base_gguf, calibrations, plan)
+    record |= {
+        "calibration": calibration.to_dict() | {"dev_examples": plan.calibration_examples},
+        "calibration_revision": _revision(),
+        "stages_s": record["stages_s"] | {k: plan.stages[k] for k in ("calibrate", "evaluate")},
+        "metrics": headline_metrics(figures),
+    }
+    return install(plan, installed.adapter, record, figures)
+
+
+def evaluate_all(
+    served: Path, base_gguf: Path, calibrations: tuple[Calibration, Calibration], plan: Build
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The figures of the tuned model (``served`` with its calibration, with the one blind to
+    the evidence, uncalibrated; ``calibrations`` as ``calibrate`` gives them) and of the
+    untuned base, on the test split and the hand-written set; keyed (set, model)."""
+    sets = {"test split": plan.work_dir / "dataset" / "test.jsonl", "hand-written": HANDWRITTEN}
+    calibration, blind = calibrations
+    models = (
+        ("tuned", served, calibration),
+        ("tuned, calibrated blind to the evidence", served, blind),
+        ("tuned, uncalibrated", served, Calibration()),
+        ("untuned base", base_gguf, Calibration()),
+    )
+    return {
+        (name, model): evaluate(path, records, plan, fitted)
+        for model, path, fitted in models
+        for name, records in ((n, load_records(p)[: plan.eval_limit]) for n, p in sets.items())
+    }
+
+
+def headline_metrics(figures: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``metrics``: each (set, model)'s scalar figures."""
+    return {
+        f"{model} / {name}": {k: v for k, v in f.items() if not isinstance(v, dict | list)}
+        for (name, model), f in figures.items()
+    }
 
 
 def _run_settings(work: Path, data_sha: str) -> list[str]:
@@ -269,18 +318,26 @@ def latency(model: Path, texts: list[str], threads: int) -> float:
         engine.close()
 
 
-def calibrate(model: Path, dev: Path, plan: Build) -> Calibration:
-    """The calibration of ``model`` fitted on the first ``plan.calibration_examples`` of dev."""
+def calibrate(model: Path, dev: Path, plan: Build) -> tuple[Calibration, Calibration]:
+    """The calibration of ``model`` fitted on the first ``plan.calibration_examples`` of dev,
+    and the same fitted blind to the normalizer's evidence (the report shows what the evidence
+    is worth)."""
     records = load_records(dev)[: plan.calibration_examples]
     engine = Engine(model, threads=plan.threads, calibration=Calibration())
     try:
         observed = [
-            Observed(engine.classify(r["text"], normalize(r["text"])), r["label"], r["category"])
-            for r in tqdm(records, desc="calibrating on dev", unit="text")
+            observe(engine, r) for r in tqdm(records, desc="calibrating on dev", unit="text")
         ]
     finally:
         engine.close()
-    return fit(observed)
+    return fit(observed), fit([replace(o, evidence=NO_EVIDENCE) for o in observed])
+
+
+def observe(engine: Engine, record: dict[str, Any]) -> Observed:
+    """``engine``'s uncalibrated answer for a dataset record, with its truth and evidence."""
+    normalization = normalize(record["text"])
+    answer = engine.classify(record["text"], normalization)
+    return Observed(answer, record["label"], record["category"], Evidence.of(normalization))
 
 
 def evaluate(
@@ -300,7 +357,8 @@ def install(
     """Write ``adapter.gguf``, ``manifest.json`` and ``report.md`` into the install folder."""
     target = plan.install_dir
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(adapter_gguf, target / ADAPTER_FILE)
+    if not (target / ADAPTER_FILE).exists() or not adapter_gguf.samefile(target / ADAPTER_FILE):
+        shutil.copyfile(adapter_gguf, target / ADAPTER_FILE)
     (target / MANIFEST_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (target / "report.md").write_text(report_text(record, figures), encoding="utf-8")
     log.info("installed %s %s (%s)", record["name"], record["version"], record["quantization"])
@@ -395,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         "--calibration-examples", type=int, default=1000, help="dev texts to calibrate on"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="refit the installed model's calibration and evaluate it again (no training)",
+    )
     parser.add_argument("overrides", nargs="*", help="training settings as key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -410,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         curve_examples=args.curve_examples,
         calibration_examples=args.calibration_examples,
     )
-    print(run(plan))  # noqa: T201 - the CLI's result, for scripts
+    print((recalibrate if args.recalibrate else run)(plan))  # noqa: T201 - the CLI's result
     return 0
 
 

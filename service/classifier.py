@@ -15,10 +15,11 @@ from artifacts import shipped
 from artifacts.bases import CatalogError, FetchError
 from artifacts.merge import MergeError
 from service import metrics
+from service.calibration import Evidence
 from service.engine import Engine, ModelError
 from service.gate import Gate
 from service.policy import PolicyHolder, Rules, Thresholds
-from service.scoring import Classification, likely_category
+from service.scoring import Classification
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Prepared:
     rules: Rules
     normalization: Normalization
     tokens: list[int]
-    guess: str | None  # the category its codes point to (scoring.likely_category)
+    evidence: Evidence  # what the normalizer found, which the calibration weighs
     started: float  # time.perf_counter() when it came
 
 
@@ -90,7 +91,8 @@ class Classifier:
         rules = self.policy.rules
         normalization = rules.normalizer.normalize(text)
         tokens = self.engine.request_tokens(text, normalization)
-        return Prepared(text, rules, normalization, tokens, likely_category(normalization), started)
+        evidence = Evidence.of(normalization)
+        return Prepared(text, rules, normalization, tokens, evidence, started)
 
     def decide(self, texts: Sequence[Prepared], *, reason: bool = False) -> list[Verdict]:
         """The verdicts for ``texts``, in order: scored together with whatever else waits for
@@ -113,7 +115,7 @@ class Classifier:
         time."""
         started = time.perf_counter()
         classifications = self.engine.score_many(
-            [prepared.tokens for prepared in texts], [prepared.guess for prepared in texts]
+            [prepared.tokens for prepared in texts], [prepared.evidence for prepared in texts]
         )
         share = (time.perf_counter() - started) / len(texts)
         metrics.BATCH_TEXTS.observe(len(texts))
@@ -122,7 +124,7 @@ class Classifier:
     def _score_with_reason(self, prepared: Prepared) -> tuple[Classification, float, str]:
         with self.gate.slot():
             started = time.perf_counter()
-            classification = self.engine.score(prepared.tokens, prepared.guess)
+            classification = self.engine.score(prepared.tokens, prepared.evidence)
             written = self.engine.reason(self.reason_max_tokens)
             seconds = time.perf_counter() - started
         metrics.BATCH_TEXTS.observe(1)

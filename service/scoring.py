@@ -8,7 +8,8 @@ calibrated (``service.calibration``) before it decides. The system prompt and th
 header are evaluated once; each request continues from that prefix and evaluates only its own
 tokens, in at most two model calls: its own tokens with the harmful answer's lead-in
 `` harmful,`` (which give the labels and the categories), and, as a branch of the same call, the
-severity after the category the normalizer's findings point to (:func:`likely_category`); then,
+severity after the category the normalizer's findings point to (``Evidence.likely_category``);
+then,
 only if the model's top category is another, everything else at once as separate branches
 (with the contract's one-token values, just the severity after the top category, `` self,``).
 The numbers are the same either way. Several requests are scored together, each on its own
@@ -46,7 +47,7 @@ from algospeak.prompt import (
     value,
 )
 from algospeak.taxonomy import LABELS
-from service.calibration import Calibration
+from service.calibration import NO_EVIDENCE, Calibration, Evidence
 
 ANSWER_TOKENS = 32  # room the answer path needs after the request's tokens
 _SENTINEL = "\x00USER-CONTENT\x00"
@@ -71,8 +72,8 @@ class BackendFullError(RuntimeError):
 
 
 TokenPath = tuple[int, ...]  # tokens after the fixed prefix, naming the position after the last one
-# A request and the category guessed for it (see Scorer.score).
-_Guessed = tuple[TokenPath, str | None]
+# A request and the normalizer's evidence about it (see Scorer.score).
+_WithEvidence = tuple[TokenPath, Evidence]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,30 +216,30 @@ class Scorer:
     def classify(self, text: str, normalization: Normalization) -> Classification:
         """Score ``text``; deterministic for a given model, text and thread count."""
         request = self.request_tokens(text, normalization)
-        return self.score(request, likely_category(normalization))
+        return self.score(request, Evidence.of(normalization))
 
-    def score(self, request: list[int], guess: str | None = None) -> Classification:
+    def score(self, request: list[int], evidence: Evidence = NO_EVIDENCE) -> Classification:
         """Score the request tokens ``request`` (from :meth:`request_tokens`); ``reason``
-        may follow. ``guess``: the category to read the severity after in the first call
-        (:func:`likely_category`); it saves a call when right and changes no number."""
-        (result,) = self.score_many([request], [guess])
+        may follow. ``evidence``: what the normalizer found in the text, which the calibration
+        weighs; its ``likely_category`` is the category to read the severity after in the
+        first call, which saves a call when it is the top and changes no number."""
+        (result,) = self.score_many([request], [evidence])
         self._answered = (tuple(request), Answer(result.label, result.category, result.severity))
         return result
 
     def score_many(
-        self, requests: Sequence[list[int]], guesses: Sequence[str | None] | None = None
+        self, requests: Sequence[list[int]], evidence: Sequence[Evidence] | None = None
     ) -> list[Classification]:
-        """Score several requests (each from :meth:`request_tokens`, with its ``guess`` as
+        """Score several requests (each from :meth:`request_tokens`, with its ``evidence`` as
         :meth:`score` takes it) together: at most two backend calls for as many as fit the
         backend at once (more calls for more), and for each the answer ``score`` gives it
         alone."""
         self._answered = None
         self.last_evaluated = []
-        guesses = guesses if guesses is not None else [None] * len(requests)
-        pairs = zip(requests, guesses, strict=True)
-        guessed = [(tuple(request), guess) for request, guess in pairs]
+        evidence = evidence if evidence is not None else [NO_EVIDENCE] * len(requests)
+        pairs = zip(requests, evidence, strict=True)
         results: list[Classification] = []
-        for group in self._groups(guessed):
+        for group in self._groups([(tuple(request), found) for request, found in pairs]):
             results += self._score_fitting(group)
         return results
 
@@ -290,12 +291,12 @@ class Scorer:
         # special=False: "<|im_start|>" typed by a user stays text, never a control token.
         return self.backend.tokenize(text, special=special)
 
-    def _groups(self, requests: Sequence[_Guessed]) -> Iterator[list[_Guessed]]:
+    def _groups(self, requests: Sequence[_WithEvidence]) -> Iterator[list[_WithEvidence]]:
         """``requests`` in order, in groups that one backend call can take: at most
         ``context_size`` positions and ``max_branches`` branches (a request that fits the
         context alone is a group)."""
         most = max(1, self.backend.max_branches // self._answer_branches)
-        group: list[_Guessed] = []
+        group: list[_WithEvidence] = []
         positions = 0
         for request in requests:
             needs = len(request[0]) + self._answer_positions
@@ -307,7 +308,7 @@ class Scorer:
         if group:
             yield group
 
-    def _score_fitting(self, requests: list[_Guessed]) -> list[Classification]:
+    def _score_fitting(self, requests: list[_WithEvidence]) -> list[Classification]:
         """Score ``requests`` together, in halves (recursively) where the backend cannot take
         them at once: each answer is the same either way."""
         try:
@@ -318,25 +319,24 @@ class Scorer:
             half = len(requests) // 2
             return self._score_fitting(requests[:half]) + self._score_fitting(requests[half:])
 
-    def _score_group(self, guessed: list[_Guessed]) -> list[Classification]:
+    def _score_group(self, requests: list[_WithEvidence]) -> list[Classification]:
         start = self.prefix_end()
-        requests = [request for request, _ in guessed]
         found: dict[TokenPath, np.ndarray] = {}
         # First call: each request and the harmful answer's lead-in, which give the labels'
         # first tokens (at the answer's start) and, since causal attention never looks ahead,
         # the categories' first tokens (after " harmful,"); with them, the severity after the
         # guessed category, which is all the second call would read when the guess is the top.
-        first = [self._first(request, guess) for request, guess in guessed]
+        first = [self._first(request, e.likely_category) for request, e in requests]
         self._find(start, found, first)
         # Second call, for what is still missing: every other continuation, with the severity
         # after each category that may be the top (none when every guess was the top).
-        second = [self._needed(r, self._contenders(r, found)) for r in requests]
+        second = [self._needed(r, self._contenders(r, e, found)) for r, e in requests]
         self._find(start, found, second)
         results = []
-        for request, read, paths in zip(requests, first, second, strict=True):
+        for (request, evidence), read, paths in zip(requests, first, second, strict=True):
             evaluated = evaluated_tokens(read + paths)
             self.last_evaluated += evaluated
-            results.append(self._decide(request, found, len(evaluated)))
+            results.append(self._decide(request, evidence, found, len(evaluated)))
         return results
 
     def _needed(self, request: TokenPath, categories: Sequence[str]) -> list[TokenPath]:
@@ -367,31 +367,36 @@ class Scorer:
         return _option_paths(fork, answer.severities)
 
     def _contenders(
-        self, request: TokenPath, found: dict[TokenPath, np.ndarray]
+        self, request: TokenPath, evidence: Evidence, found: dict[TokenPath, np.ndarray]
     ) -> tuple[str, ...]:
         """The categories that may be the top once all are scored: the top itself when the
         first call scored them all, else every category (the calibration may reorder them, so
         no bound from a value's first token rules one out)."""
         if self._categories_known:
-            return (top(self._categories(request, found)),)
+            return (top(self._categories(request, evidence, found)),)
         return tuple(self._answer.categories)
 
     def _categories(
-        self, request: TokenPath, found: dict[TokenPath, np.ndarray]
+        self, request: TokenPath, evidence: Evidence, found: dict[TokenPath, np.ndarray]
     ) -> dict[str, float]:
         """P(category | harmful) for ``request``, calibrated."""
         fork = request + self._answer.to_category
-        return self.calibration.categories(_option_scores(found, fork, self._answer.categories))
+        scores = _option_scores(found, fork, self._answer.categories)
+        return self.calibration.categories(scores, evidence)
 
     def _decide(
-        self, request: TokenPath, found: dict[TokenPath, np.ndarray], evaluated: int
+        self,
+        request: TokenPath,
+        evidence: Evidence,
+        found: dict[TokenPath, np.ndarray],
+        evaluated: int,
     ) -> Classification:
         answer = self._answer
-        categories = self._categories(request, found)
+        categories = self._categories(request, evidence, found)
         chosen = answer.categories[top(categories)]
         severity_fork = request + answer.to_category + chosen + answer.to_severity
         return decide(
-            self.calibration.labels(_option_scores(found, request, answer.labels)),
+            self.calibration.labels(_option_scores(found, request, answer.labels), evidence),
             categories,
             _option_scores(found, severity_fork, answer.severities),
             evaluated,
@@ -414,15 +419,6 @@ class Scorer:
         """The next-token log-probabilities after ``path``."""
         ((log_probs,),) = self.backend.decode_branches(start, [Branch(path, (len(path) - 1,))])
         return log_probs
-
-
-def likely_category(normalization: Normalization) -> str | None:
-    """The harm category the normalizer's findings point to: that of the first decoded code,
-    else of the first ambiguous one; None for a post without codes."""
-    for found in (*normalization.spans, *normalization.candidates):
-        if found.category in HARM_CATEGORIES:
-            return found.category
-    return None
 
 
 def _option_paths(fork: TokenPath, options: dict[str, TokenPath]) -> list[TokenPath]:

@@ -9,7 +9,7 @@ import pytest
 
 from algospeak import normalize
 from algospeak.prompt import HARM_CATEGORIES
-from service.calibration import Calibration, logit, sigmoid
+from service.calibration import Calibration, Evidence, logit, sigmoid
 from service.engine import Engine
 from service.scoring import decide
 from training.calibrate import Observed, fit
@@ -32,8 +32,10 @@ def test_the_identity_changes_nothing() -> None:
 
 
 def test_a_manifest_carries_the_calibration_both_ways() -> None:
-    fitted = Calibration(1.7, -0.4, {"hate": 0.3, "violence": -0.3})
+    fitted = Calibration(1.7, -0.4, {"hate": 0.3, "violence": -0.3}, 0.5, 0.2, 3.0, 0.6)
     assert Calibration.from_manifest({"calibration": fitted.to_dict()}) == fitted
+    older = {"label_scale": 1.7, "label_shift": -0.4, "category_shift": {}}  # no evidence weights
+    assert Calibration.from_manifest({"calibration": older}) == Calibration(1.7, -0.4)
     assert Calibration.from_manifest({}) == Calibration.from_manifest(None) == Calibration()
 
 
@@ -87,6 +89,34 @@ def test_fitting_corrects_a_model_that_leans_toward_one_category() -> None:
     assert math.isclose(sum(calibration.category_shift.values()), 0.0, abs_tol=1e-9)
 
 
+def test_fitting_weighs_the_evidence_as_much_as_it_is_worth() -> None:
+    """A model blind to the normalizer's findings: P(harmful) carries half the truth and a decoded
+    code the other half; its categories are a coin toss between hate and violence that the
+    decoded code settles, and an ambiguous one says nothing. The fit gives the decoded code a
+    positive weight on both, the ambiguous one about none, and then decides right."""
+    rng = random.Random(11)
+    observed = []
+    for _ in range(3000):
+        x, coded = rng.gauss(0, 1.5), rng.random() < 0.5
+        truth = rng.random() < sigmoid(x + (2.0 if coded else -2.0))
+        category = rng.choice(("hate", "violence"))
+        other = "violence" if category == "hate" else "hate"
+        decoded = ((category if rng.random() < 0.9 else other),) if coded else ()
+        ambiguous = (rng.choice(("hate", "violence")),) if rng.random() < 0.5 else ()
+        evidence = Evidence(decoded, ambiguous)
+        label = "harmful" if truth else "safe"
+        answer_ = answer(sigmoid(x), {"hate": 0.5, "violence": 0.5})
+        observed.append(Observed(answer_, label, category if truth else "none", evidence))
+    calibration = fit(observed)
+    assert calibration.label_decoded > 1.0 and abs(calibration.label_ambiguous) < 0.5
+    assert calibration.category_decoded > 1.0 and abs(calibration.category_ambiguous) < 0.5
+    coin = {"hate": 0.5, "violence": 0.5}
+    named = calibration.categories(coin, Evidence(decoded=("violence",)))
+    assert named["violence"] > 0.75
+    plain, coded = ({"harmful": 0.5, "safe": 0.5}, Evidence(decoded=("hate",)))
+    assert calibration.labels(plain, coded)["harmful"] > calibration.labels(plain)["harmful"]
+
+
 def test_logit_and_sigmoid_are_inverse_and_finite_at_the_ends() -> None:
     assert sigmoid(logit(0.3)) == pytest.approx(0.3)
     assert math.isfinite(logit(0.0)) and math.isfinite(logit(1.0))
@@ -108,3 +138,27 @@ def test_the_real_engine_decides_with_the_calibrated_probabilities(smollm2_gguf:
     assert after.label_scores["harmful"] == pytest.approx(expected, rel=1e-6)
     top = max(HARM_CATEGORIES, key=after.category_scores.__getitem__)
     assert top == "drugs"  # the shift decides the top category too
+
+
+def test_the_real_engine_weighs_the_normalizers_evidence(smollm2_gguf: Path) -> None:
+    """With weights on the evidence, a decoded code's category wins and a post with a decoded
+    code is pushed toward the label the weight says; a post without one is left as it was."""
+    coded, plain = "thinking about sewer slide tonight", "see you at the meeting"
+    weighs = Calibration(label_decoded=-30.0, category_decoded=30.0)
+    engines = (
+        Engine(smollm2_gguf, threads=2, calibration=Calibration()),
+        Engine(smollm2_gguf, threads=2, calibration=weighs),
+    )
+    try:
+        (before, after), (plain_before, plain_after) = (
+            [engine.classify(text, normalize(text)) for engine in engines]
+            for text in (coded, plain)
+        )
+    finally:
+        for engine in engines:
+            engine.close()
+    assert after.label == "safe"
+    expected = sigmoid(logit(before.label_scores["harmful"]) - 30.0)
+    assert after.label_scores["harmful"] == pytest.approx(expected, rel=1e-6)
+    assert max(HARM_CATEGORIES, key=after.category_scores.__getitem__) == "self_harm"
+    assert plain_after == plain_before

@@ -2,6 +2,7 @@
 real SmolLM2 base, and what it installs is what serving prepares and serves."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,9 @@ def test_the_build_installs_a_verified_evaluated_adapter(installed: Path) -> Non
     assert manifest["training"]["steps"] == 2 and manifest["training"]["seed"] == 13
     assert [row["step"] for row in manifest["learning_curve"]] == [0, 1, 2]
     sets = ("test split", "hand-written")
-    assert set(manifest["metrics"]) == {
-        f"{m} / {s}" for m in ("tuned", "tuned, uncalibrated", "untuned base") for s in sets
-    }
+    models = ("tuned", "tuned, calibrated blind to the evidence", "tuned, uncalibrated")
+    models += ("untuned base",)
+    assert set(manifest["metrics"]) == {f"{m} / {s}" for m in models for s in sets}
     assert set(manifest["calibration"]) >= {"label_scale", "label_shift", "category_shift"}
     assert manifest["metrics"]["tuned / hand-written"]["examples"] == 6
     report = (installed / "report.md").read_text()
@@ -66,3 +67,30 @@ def test_what_the_build_installs_is_what_serving_prepares(installed: Path, tmp_p
 def test_the_build_writes_no_path_of_the_machine(installed: Path) -> None:
     text = (installed / shipped.MANIFEST_FILE).read_text() + (installed / "report.md").read_text()
     assert str(installed.parent) not in text and "/root/" not in text
+
+
+def test_recalibrating_refits_the_calibration_of_the_installed_adapter(
+    installed: Path, tmp_path: Path
+) -> None:
+    """``--recalibrate`` fits the calibration again on the same dev posts (so it reproduces the
+    build's, whatever the manifest said meanwhile), evaluates again and keeps the adapter and
+    its training record."""
+    folder = tmp_path / "default"
+    shutil.copytree(installed, folder)
+    built = json.loads((installed / shipped.MANIFEST_FILE).read_text())
+    tampered = built | {"calibration": built["calibration"] | {"label_shift": 5.0}}
+    (folder / shipped.MANIFEST_FILE).write_text(json.dumps(tampered))
+    args = ["--recalibrate", "--install-dir", str(folder), "--work-dir", str(tmp_path / "build")]
+    assert default_model.main([*args, *REDUCED]) == 0
+    after = json.loads((folder / shipped.MANIFEST_FILE).read_text())
+    shifts = after["calibration"].pop("category_shift")
+    assert shifts == pytest.approx(built["calibration"].pop("category_shift"), abs=1e-6)
+    assert after["calibration"] == pytest.approx(built["calibration"], abs=1e-6)
+    assert set(after["calibration"]) >= {"label_decoded", "category_decoded", "category_ambiguous"}
+    assert sha256_of(folder / shipped.ADAPTER_FILE) == after["adapter_sha256"]
+    assert after["adapter_sha256"] == built["adapter_sha256"]
+    assert (
+        after["training"] == built["training"]
+        and after["metrics"].keys() == built["metrics"].keys()
+    )
+    assert "by_category" in (folder / "report.md").read_text()

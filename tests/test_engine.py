@@ -7,10 +7,10 @@ import pytest
 
 from algospeak import normalize
 from algospeak.taxonomy import HARM_CATEGORIES
-from service.calibration import Calibration
+from service.calibration import Calibration, Evidence
 from service.engine import Engine, ModelError
 from service.llama_backend import UnsupportedVersionError, check_version
-from service.scoring import InputTooLongError, likely_category, log_softmax, renormalize
+from service.scoring import InputTooLongError, log_softmax, renormalize
 
 TEXTS = [
     "I want to unalive myself",
@@ -213,7 +213,8 @@ def test_a_request_takes_one_decode_call_when_its_guess_is_the_top_and_two_other
 ) -> None:
     """Its own tokens with " harmful," (the labels and the categories) and the severity after
     the guessed category; a second call reads the severity after the top category only when
-    the guess was another (or none). The numbers are the same every way."""
+    the guess was another (or none). The numbers are the same every way (this engine has no
+    calibration, so the evidence the guess comes from weighs nothing)."""
     engine.prefix_end()
     for text in MORE_TEXTS:
         request = engine.request_tokens(text, normalize(text))
@@ -222,16 +223,20 @@ def test_a_request_takes_one_decode_call_when_its_guess_is_the_top_and_two_other
         wrong = next(category for category in HARM_CATEGORIES if category != top)
         for guess, calls in ((None, 2), (top, 1), (wrong, 2)):
             before = engine.backend.decode_calls
-            result = engine.score(request, guess)
+            result = engine.score(request, Evidence(ambiguous=(guess,) if guess else ()))
             assert engine.backend.decode_calls - before == calls, (text, guess)
             assert scores_of(result) == scores_of(unguessed), (text, guess)
 
 
-def test_the_guess_is_the_category_of_the_first_code() -> None:
-    assert likely_category(normalize("honestly thinking about sewer slide, kys")) == "self_harm"
-    assert likely_category(normalize("grilled corn with lime")) == "sexual"  # ambiguous: corn
-    assert likely_category(normalize("see you at the meeting")) is None
-    assert likely_category(normalize("i hate mys3lf")) is None  # a disguised ordinary word
+def test_the_evidence_is_the_categories_of_the_codes_and_the_guess_that_of_the_first() -> None:
+    evidence = Evidence.of(normalize("honestly thinking about sewer slide, kys"))
+    assert evidence == Evidence(decoded=("self_harm", "harassment"))
+    assert evidence.likely_category == "self_harm"
+    corn = Evidence.of(normalize("grilled corn with lime"))  # ambiguous: corn
+    assert corn == Evidence(ambiguous=("sexual",)) and corn.likely_category == "sexual"
+    assert Evidence.of(normalize("see you at the meeting")) == Evidence()
+    assert Evidence().likely_category is None
+    assert Evidence.of(normalize("i hate mys3lf")) == Evidence()  # a disguised ordinary word
 
 
 def near_the_limit(engine: Engine) -> str:

@@ -51,6 +51,19 @@ def test_preparing_builds_the_served_model_once(shipped_gguf: Path) -> None:
     assert shipped_gguf.stat().st_mtime_ns == first  # reused, not rebuilt
 
 
+def test_a_refitted_calibration_is_served_from_a_rebuilt_model(tmp_path: Path) -> None:
+    """The prepared GGUF carries the manifest's calibration, so one prepared before the
+    calibration was refitted must not be reused."""
+    folder = tmp_path / "default"
+    shutil.copytree(shipped.SHIPPED_DIR, folder)
+    before = shipped.load(folder).built_from
+    manifest = json.loads((folder / shipped.MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest["calibration"]["label_shift"] += 0.5
+    (folder / shipped.MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    assert shipped.load(folder).built_from != before
+    assert shipped.load(shipped.SHIPPED_DIR).built_from == before
+
+
 def test_the_prepared_model_is_the_base_with_the_adapter(shipped_gguf: Path, smollm2_gguf) -> None:
     """Merged at first start or applied at run time by llama.cpp, the answers agree."""
     merged = Engine(shipped_gguf, threads=2)

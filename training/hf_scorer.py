@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from algospeak.normalizer import Normalization
-from service.scoring import Branch, Classification, Scorer, common_length, likely_category
+from service.calibration import Evidence
+from service.scoring import Branch, Classification, Scorer, common_length
 
 
 class HFBackend:
@@ -120,7 +121,7 @@ class HFScorer(Scorer):
             # slower than fewer (OpenMP workers wait on each other), so callers can cap it.
             torch.set_num_threads(threads)
 
-        self._answers: dict[tuple[int, ...], Classification] = {}
+        self._answers: dict[tuple[tuple[int, ...], Evidence], Classification] = {}
         self.source = f"{type(model).__name__} object"
         if isinstance(model, str | Path):
             source = self.source = str(model)
@@ -143,7 +144,8 @@ class HFScorer(Scorer):
         remembered per prompt (the model is frozen), so verifying several GGUFs against one
         scorer computes each reference answer once."""
         request = self.request_tokens(text, normalization)
-        key = tuple(request)
+        evidence = Evidence.of(normalization)
+        key = (tuple(request), evidence)
         if key not in self._answers:
-            self._answers[key] = self.score(request, likely_category(normalization))
+            self._answers[key] = self.score(request, evidence)
         return self._answers[key]

@@ -39,18 +39,18 @@ def fit(observed: Sequence[Observed]) -> Calibration:
     """The calibration that maximizes the likelihood of the true labels (Platt scaling with the
     evidence) and of the true categories of the harmful examples (per-category shifts and the
     evidence's weights) on ``observed``."""
-    label = _fit_label(
+    scale, shift, label_decoded, label_ambiguous = _fit_label(
         np.array([_label_features(o) for o in observed]),
         np.array([o.label == "harmful" for o in observed], dtype=np.float64),
     )
     harmful = [o for o in observed if o.label == "harmful" and o.category != "none"]
     shifts, decoded, ambiguous = _fit_categories(harmful) if harmful else ({}, 0.0, 0.0)
     calibration = Calibration(
-        label_scale=label[0],
-        label_shift=label[1],
+        label_scale=scale,
+        label_shift=shift,
         category_shift=shifts,
-        label_decoded=label[2],
-        label_ambiguous=label[3],
+        label_decoded=label_decoded,
+        label_ambiguous=label_ambiguous,
         category_decoded=decoded,
         category_ambiguous=ambiguous,
     )

@@ -68,7 +68,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 
 # Every benchmark runs; the target fails at the end if any missed its goal.
-BENCHES := normalize normalize_quality train convert load classify worker backfill
+BENCHES := normalize normalize_quality train convert load classify calibration worker backfill
 bench: $(VENV)/.dev
 	@status=0; for name in $(BENCHES); do \
 		echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || status=1; \

@@ -1,0 +1,105 @@
+"""What the normalizer's evidence is worth to the calibration, measured where it is chosen: on dev.
+
+The model scores the dev posts the build calibrates on once, uncalibrated (as
+``recipes.default_model`` does); then, in k-fold cross-validation over them, the calibration is
+fitted on k-1 folds and decides the held-out fold, fitted with the evidence (as served) and
+blind to it. Decisions are re-made from the uncalibrated answers (the severity is the model's
+own, not re-read after a changed top category), so the label and category figures match the
+engine's. No goal: it shows the choice (exit 0).
+
+    python bench/calibration.py [--model PATH] [--examples 1000] [--folds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from artifacts.locations import default_model  # noqa: E402
+from recipes.default_model import HEADLINE, observe  # noqa: E402
+from service.calibration import NO_EVIDENCE, Calibration  # noqa: E402
+from service.engine import Engine  # noqa: E402
+from service.scoring import top  # noqa: E402
+from training.calibrate import Observed, fit  # noqa: E402
+from training.dataset import build, write  # noqa: E402
+from training.evaluate import Scored, load_records, metrics  # noqa: E402
+
+
+def decided(calibration: Calibration, o: Observed, family: str) -> Scored:
+    """The decision ``calibration`` makes from the uncalibrated answer ``o``."""
+    answer = o.answer
+    labels = calibration.labels(answer.label_scores, o.evidence)
+    harmful = max(answer.label_scores["harmful"], 1e-300)
+    conditional = {c: p / harmful for c, p in answer.category_scores.items() if c != "none"}
+    label = "harmful" if labels["harmful"] > labels["safe"] else "safe"
+    category = top(calibration.categories(conditional, o.evidence))
+    return Scored(
+        label=o.label,
+        category=o.category,
+        severity="none",
+        predicted_label=label,
+        predicted_category=category if label == "harmful" else "none",
+        predicted_severity=answer.severity if label == "harmful" else "none",
+        confidence=labels[label],
+        family=family,
+    )
+
+
+def cross_validated(observed: list[Observed], families: list[str], folds: int, blind: bool):
+    """Each dev post decided by a calibration fitted on the other folds."""
+    if blind:
+        observed = [replace(o, evidence=NO_EVIDENCE) for o in observed]
+    results = []
+    for fold in range(folds):
+        fitted = fit([o for i, o in enumerate(observed) if i % folds != fold])
+        results += [
+            decided(fitted, o, families[i]) for i, o in enumerate(observed) if i % folds == fold
+        ]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help=f"GGUF (default: {default_model()})")
+    parser.add_argument("--examples", type=int, default=1000, help="dev posts (as the build)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    model = args.model or default_model()
+    with tempfile.TemporaryDirectory() as folder:
+        write(build(), Path(folder))
+        records = load_records(Path(folder) / "dev.jsonl")[: args.examples]
+    engine = Engine(model, threads=args.threads, calibration=Calibration())
+    try:
+        observed = [observe(engine, r) for r in tqdm(records, desc="scoring dev", unit="text")]
+    finally:
+        engine.close()
+    families = [(r.get("provenance") or {}).get("family", "") for r in records]
+    print(f"{model.name}: {len(observed)} dev posts, {args.folds}-fold cross-validation")
+    print(f"{'calibration':22}" + "".join(f"{name:>30}" for name in HEADLINE))
+    rows = {
+        "none": [decided(Calibration(), o, f) for o, f in zip(observed, families, strict=True)],
+        "blind to the evidence": cross_validated(observed, families, args.folds, blind=True),
+        "with the evidence": cross_validated(observed, families, args.folds, blind=False),
+    }
+    for name, results in rows.items():
+        figures = metrics(results)
+        print(f"{name:22}" + "".join(f"{_cell(figures[k]):>30}" for k in HEADLINE))
+    return 0
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,9 +3,10 @@
 The model scores the dev posts the build calibrates on once, uncalibrated (as
 ``recipes.default_model`` does); then, in k-fold cross-validation over them, the calibration is
 fitted on k-1 folds and decides the held-out fold, fitted with the evidence (as served) and
-blind to it. Decisions are re-made from the uncalibrated answers (the severity is the model's
-own, not re-read after a changed top category), so the label and category figures match the
-engine's. No goal: it shows the choice (exit 0).
+blind to it. Decisions are re-made from the uncalibrated answers by the scorer's ``decide``
+(the severity is the one read after the uncalibrated top category, not re-read after a changed
+one), so the label and category figures match the engine's. No goal: it shows the choice
+(exit 0).
 
     python bench/calibration.py [--model PATH] [--examples 1000] [--folds 5]
 """
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -28,33 +30,32 @@ from artifacts.locations import default_model  # noqa: E402
 from recipes.default_model import HEADLINE, observe  # noqa: E402
 from service.calibration import NO_EVIDENCE, Calibration  # noqa: E402
 from service.engine import Engine  # noqa: E402
-from service.scoring import top  # noqa: E402
+from service.scoring import decide  # noqa: E402
 from training.calibrate import Observed, fit  # noqa: E402
 from training.dataset import build, write  # noqa: E402
-from training.evaluate import Scored, load_records, metrics  # noqa: E402
+from training.evaluate import Scored, load_records, metrics, scored  # noqa: E402
 
 
-def decided(calibration: Calibration, o: Observed, family: str) -> Scored:
-    """The decision ``calibration`` makes from the uncalibrated answer ``o``."""
+def decided(calibration: Calibration, o: Observed, record: dict[str, Any]) -> Scored:
+    """``record`` with the decision ``calibration`` makes from the uncalibrated answer ``o``."""
     answer = o.answer
-    labels = calibration.labels(answer.label_scores, o.evidence)
     harmful = max(answer.label_scores["harmful"], 1e-300)
-    conditional = {c: p / harmful for c, p in answer.category_scores.items() if c != "none"}
-    label = "harmful" if labels["harmful"] > labels["safe"] else "safe"
-    category = top(calibration.categories(conditional, o.evidence))
-    return Scored(
-        label=o.label,
-        category=o.category,
-        severity="none",
-        predicted_label=label,
-        predicted_category=category if label == "harmful" else "none",
-        predicted_severity=answer.severity if label == "harmful" else "none",
-        confidence=labels[label],
-        family=family,
+
+    def given_harmful(joint: dict[str, float]) -> dict[str, float]:
+        return {value: p / harmful for value, p in joint.items() if value != "none"}
+
+    decision = decide(
+        calibration.labels(answer.label_scores, o.evidence),
+        calibration.categories(given_harmful(answer.category_scores), o.evidence),
+        given_harmful(answer.severity_scores),
+        answer.tokens_evaluated,
     )
+    return scored(record, decision)
 
 
-def cross_validated(observed: list[Observed], families: list[str], folds: int, blind: bool):
+def cross_validated(
+    observed: list[Observed], records: list[dict[str, Any]], folds: int, blind: bool
+) -> list[Scored]:
     """Each dev post decided by a calibration fitted on the other folds."""
     if blind:
         observed = [replace(o, evidence=NO_EVIDENCE) for o in observed]
@@ -62,7 +63,7 @@ def cross_validated(observed: list[Observed], families: list[str], folds: int, b
     for fold in range(folds):
         fitted = fit([o for i, o in enumerate(observed) if i % folds != fold])
         results += [
-            decided(fitted, o, families[i]) for i, o in enumerate(observed) if i % folds == fold
+            decided(fitted, o, records[i]) for i, o in enumerate(observed) if i % folds == fold
         ]
     return results
 
@@ -83,13 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         observed = [observe(engine, r) for r in tqdm(records, desc="scoring dev", unit="text")]
     finally:
         engine.close()
-    families = [(r.get("provenance") or {}).get("family", "") for r in records]
     print(f"{model.name}: {len(observed)} dev posts, {args.folds}-fold cross-validation")
     print(f"{'calibration':22}" + "".join(f"{name:>30}" for name in HEADLINE))
     rows = {
-        "none": [decided(Calibration(), o, f) for o, f in zip(observed, families, strict=True)],
-        "blind to the evidence": cross_validated(observed, families, args.folds, blind=True),
-        "with the evidence": cross_validated(observed, families, args.folds, blind=False),
+        "none": [decided(Calibration(), o, r) for o, r in zip(observed, records, strict=True)],
+        "blind to the evidence": cross_validated(observed, records, args.folds, blind=True),
+        "with the evidence": cross_validated(observed, records, args.folds, blind=False),
     }
     for name, results in rows.items():
         figures = metrics(results)

@@ -128,10 +128,9 @@ def run(plan: Build) -> Path:
         table = choose(base_gguf, adapter_gguf, adapter, work / "dataset" / "dev.jsonl", plan)
         chosen = next(row for row in table if row["chosen"])
     with plan.stage("calibrate"):
-        calibrations = calibrate(work / chosen["file"], work / "dataset" / "dev.jsonl", plan)
-    calibration = calibrations[0]
+        calibration, blind = calibrate(work / chosen["file"], work / "dataset" / "dev.jsonl", plan)
     with plan.stage("evaluate"):
-        figures = evaluate_all(work / chosen["file"], base_gguf, calibrations, plan)
+        figures = evaluate_all(work / chosen["file"], base_gguf, calibration, blind, plan)
     record = {
         "name": NAME,
         "version": datetime.now(UTC).strftime("%Y.%m.%d") + "-" + sha256_of(adapter_gguf)[:8],
@@ -169,10 +168,9 @@ def recalibrate(plan: Build) -> Path:
         base_gguf = fetch(record["base"])
         served = shipped.prepare(plan.install_dir, work / "served.gguf", threads=plan.threads)
     with plan.stage("calibrate"):
-        calibrations = calibrate(served, work / "dataset" / "dev.jsonl", plan)
-    calibration = calibrations[0]
+        calibration, blind = calibrate(served, work / "dataset" / "dev.jsonl", plan)
     with plan.stage("evaluate"):
-        figures = evaluate_all(served, base_gguf, calibrations, plan)
+        figures = evaluate_all(served, base_gguf, calibration, blind, plan)
     record |= {
         "calibration": calibration.to_dict() | {"dev_examples": plan.calibration_examples},
         "calibration_revision": _revision(),
@@ -183,13 +181,12 @@ def recalibrate(plan: Build) -> Path:
 
 
 def evaluate_all(
-    served: Path, base_gguf: Path, calibrations: tuple[Calibration, Calibration], plan: Build
+    served: Path, base_gguf: Path, calibration: Calibration, blind: Calibration, plan: Build
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """The figures of the tuned model (``served`` with its calibration, with the one blind to
-    the evidence, uncalibrated; ``calibrations`` as ``calibrate`` gives them) and of the
-    untuned base, on the test split and the hand-written set; keyed (set, model)."""
+    """The figures of the tuned model (``served`` with ``calibration``, with the one ``blind``
+    to the evidence, uncalibrated) and of the untuned base, on the test split and the
+    hand-written set; keyed (set, model)."""
     sets = {"test split": plan.work_dir / "dataset" / "test.jsonl", "hand-written": HANDWRITTEN}
-    calibration, blind = calibrations
     models = (
         ("tuned", served, calibration),
         ("tuned, calibrated blind to the evidence", served, blind),

@@ -50,6 +50,17 @@ class Evidence:
         return cls(categories(normalization.spans), categories(normalization.candidates))
 
     @property
+    def found(self) -> tuple[float, float]:
+        """(a code was decoded, an ambiguous one was marked), each 1.0 or 0.0: what the
+        label's evidence weights multiply."""
+        return float(bool(self.decoded)), float(bool(self.ambiguous))
+
+    def names(self, category: str) -> tuple[float, float]:
+        """(a decoded code names ``category``, an ambiguous one does), each 1.0 or 0.0: what
+        the category's evidence weights multiply."""
+        return float(category in self.decoded), float(category in self.ambiguous)
+
+    @property
     def likely_category(self) -> str | None:
         """The category the findings point to: that of the first decoded code, else of the
         first ambiguous one; None for a post without codes."""
@@ -96,11 +107,12 @@ class Calibration:
         self, labels: dict[str, float], evidence: Evidence = NO_EVIDENCE
     ) -> dict[str, float]:
         """``{"harmful": p, "safe": 1 - p}`` with p calibrated, given ``evidence``."""
+        decoded, ambiguous = evidence.found
         harmful = sigmoid(
             self.label_scale * logit(labels["harmful"])
             + self.label_shift
-            + self.label_decoded * bool(evidence.decoded)
-            + self.label_ambiguous * bool(evidence.ambiguous)
+            + self.label_decoded * decoded
+            + self.label_ambiguous * ambiguous
         )
         return {"harmful": harmful, "safe": 1.0 - harmful}
 
@@ -111,10 +123,11 @@ class Calibration:
         weight of each kind of ``evidence`` that names it), renormalized."""
 
         def shift(category: str) -> float:
+            decoded, ambiguous = evidence.names(category)
             return (
                 self.category_shift.get(category, 0.0)
-                + self.category_decoded * (category in evidence.decoded)
-                + self.category_ambiguous * (category in evidence.ambiguous)
+                + self.category_decoded * decoded
+                + self.category_ambiguous * ambiguous
             )
 
         shifts = {c: shift(c) for c in categories}

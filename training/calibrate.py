@@ -60,8 +60,7 @@ def fit(observed: Sequence[Observed]) -> Calibration:
 
 def _label_features(o: Observed) -> list[float]:
     """What Platt scaling weighs (see ``Calibration.labels``): the logit, 1, the evidence."""
-    decoded, ambiguous = bool(o.evidence.decoded), bool(o.evidence.ambiguous)
-    return [logit(o.answer.label_scores["harmful"]), 1.0, float(decoded), float(ambiguous)]
+    return [logit(o.answer.label_scores["harmful"]), 1.0, *o.evidence.found]
 
 
 def _fit_label(features: np.ndarray, y: np.ndarray, steps: int = 100) -> list[float]:
@@ -113,10 +112,7 @@ def _fit_categories(
         if o.category in names:
             truth[row, names.index(o.category)] = 1.0
     # Per example and category: [named by a decoded code, named by an ambiguous one].
-    named = np.array(
-        [[[c in o.evidence.decoded, c in o.evidence.ambiguous] for c in names] for o in harmful],
-        dtype=np.float64,
-    )
+    named = np.array([[o.evidence.names(c) for c in names] for o in harmful])
     shifts = np.zeros(len(names))
     weights = np.zeros(2)
     for _ in range(steps):

@@ -72,21 +72,25 @@ def score_with(classifier: Classifier, records: list[dict[str, Any]]) -> list[Sc
     """
     results = []
     for record in _progress(records):
-        answer = classifier.classify(record["text"], normalize(record["text"]))
         results.append(
-            Scored(
-                label=record["label"],
-                category=record["category"],
-                severity=record["severity"],
-                predicted_label=answer.label,
-                predicted_category=answer.category,
-                predicted_severity=answer.severity,
-                confidence=answer.confidence,
-                family=(record.get("provenance") or {}).get("family", ""),
-                tags=tuple(record.get("tags") or ()),
-            )
+            scored(record, classifier.classify(record["text"], normalize(record["text"])))
         )
     return results
+
+
+def scored(record: dict[str, Any], answer: Classification) -> Scored:
+    """A record (as ``score_with`` takes them) with ``answer`` for it."""
+    return Scored(
+        label=record["label"],
+        category=record["category"],
+        severity=record["severity"],
+        predicted_label=answer.label,
+        predicted_category=answer.category,
+        predicted_severity=answer.severity,
+        confidence=answer.confidence,
+        family=(record.get("provenance") or {}).get("family", ""),
+        tags=tuple(record.get("tags") or ()),
+    )
 
 
 def score(

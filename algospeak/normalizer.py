@@ -281,7 +281,8 @@ _NEXT_WORD = re.compile(r"\s+([^\W\d_]+)")
 # Words after which a code with a verb reading is a verb ("wanna 🪦" is "wanna die").
 _VERB_MARKERS = frozenset({
     "to", "wanna", "gonna", "gotta", "finna", "imma", "ima", "will", "ll", "might", "should",
-    "would", "could", "can", "must", "lets", "let's", "i'll", "ill", "u", "you",
+    "would", "could", "can", "must", "lets", "let's", "i'll", "ill", "u", "you", "go", "bouta",
+    "boutta", "tryna",
 })  # fmt: skip
 _LAST_WORD = re.compile(r"([^\W\d_]+(?:'[^\W\d_]+)?)\s+$")
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from artifacts.locations import default_model  # noqa: E402
-from recipes.default_model import HEADLINE, observe  # noqa: E402
+from recipes.default_model import HEADLINE, cell, observe  # noqa: E402
 from service.calibration import NO_EVIDENCE, Calibration  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.scoring import decide  # noqa: E402
@@ -93,12 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, results in rows.items():
         figures = metrics(results)
-        print(f"{name:22}" + "".join(f"{_cell(figures[k]):>30}" for k in HEADLINE))
+        print(f"{name:22}" + "".join(f"{cell(figures[k]):>30}" for k in HEADLINE))
     return 0
-
-
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

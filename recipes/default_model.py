@@ -376,12 +376,12 @@ def report_text(record: dict[str, Any], figures: dict[tuple[str, str], dict[str,
         "|---|---|" + "---|" * len(HEADLINE),
     ]
     for (name, model), f in figures.items():
-        lines.append(f"| {name} | {model} | " + " | ".join(_cell(f[k]) for k in HEADLINE) + " |")
+        lines.append(f"| {name} | {model} | " + " | ".join(cell(f[k]) for k in HEADLINE) + " |")
     lines += ["", "## Learning curve (dev)", "", "| step | examples | " + " | ".join(HEADLINE)]
     lines[-1] += " |"
     lines.append("|---|---|" + "---|" * len(HEADLINE))
     for row in record["learning_curve"]:
-        cells = " | ".join(_cell(row[k]) for k in HEADLINE)
+        cells = " | ".join(cell(row[k]) for k in HEADLINE)
         lines.append(f"| {row['step']} | {row['examples']} | {cells} |")
     lines += ["", "## Quantizations (chosen: the fastest that agrees with base + adapter)", ""]
     lines += ["| type | MB | label agreement | max P diff | ms/text | passed | chosen |"]
@@ -400,7 +400,8 @@ def report_text(record: dict[str, Any], figures: dict[tuple[str, str], dict[str,
     return "\n".join(lines) + "\n"
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A figure as the report and the benches print it: 3 decimals, or n/a."""
     return "n/a" if value is None else f"{value:.3f}"
 
 

@@ -64,6 +64,9 @@ PRESET = PRESETS / "smollm2-135m-default.yaml"
 CANDIDATES = ("Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0")
 ROOT = Path(__file__).resolve().parent.parent
 HANDWRITTEN = ROOT / "tests" / "data" / "classifier_handwritten.yaml"
+# Posts written by hand like the evaluation set's (but never it): the calibration is fitted on
+# them, so it corrects the model where it serves, on real-sounding posts, not on templates.
+DEV_POSTS = ROOT / "training" / "handwritten" / "dev.yaml"
 SPLITS = ("train.jsonl", "dev.jsonl", "test.jsonl")
 # Figures worth a column in the learning curve and the report's summary.
 HEADLINE = (
@@ -85,8 +88,8 @@ class Build:
     threads: int
     eval_limit: int | None = 800  # evaluate the first this many examples of each set
     samples: int = 48  # dev texts each quantization is verified and timed on
-    curve_examples: int = 150  # dev examples each checkpoint is scored on
-    calibration_examples: int = 1000  # dev examples the calibration is fitted on
+    curve_examples: int = 120  # dev examples (and hand-written dev posts) per checkpoint
+    calibration_examples: int | None = None  # hand-written dev posts to fit on (None: all)
     stages: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -128,7 +131,7 @@ def run(plan: Build) -> Path:
         table = choose(base_gguf, adapter_gguf, adapter, work / "dataset" / "dev.jsonl", plan)
         chosen = next(row for row in table if row["chosen"])
     with plan.stage("calibrate"):
-        calibration, blind = calibrate(work / chosen["file"], work / "dataset" / "dev.jsonl", plan)
+        calibration, blind = calibrate(work / chosen["file"], plan)
     with plan.stage("evaluate"):
         figures = evaluate_all(work / chosen["file"], base_gguf, calibration, blind, plan)
     record = {
@@ -142,7 +145,7 @@ def run(plan: Build) -> Path:
         "dataset_sha256": data_sha,
         "code_revision": revision,
         "training": _training_record(adapter, config) | {"seconds": round(seconds)},
-        "calibration": calibration.to_dict() | {"dev_examples": plan.calibration_examples},
+        "calibration": calibration.to_dict() | {"fitted_on": _calibration_posts(plan)},
         "learning_curve": curve,
         "stages_s": plan.stages,
         "metrics": headline_metrics(figures),
@@ -168,11 +171,11 @@ def recalibrate(plan: Build) -> Path:
         base_gguf = fetch(record["base"])
         served = shipped.prepare(plan.install_dir, work / "served.gguf", threads=plan.threads)
     with plan.stage("calibrate"):
-        calibration, blind = calibrate(served, work / "dataset" / "dev.jsonl", plan)
+        calibration, blind = calibrate(served, plan)
     with plan.stage("evaluate"):
         figures = evaluate_all(served, base_gguf, calibration, blind, plan)
     record |= {
-        "calibration": calibration.to_dict() | {"dev_examples": plan.calibration_examples},
+        "calibration": calibration.to_dict() | {"fitted_on": _calibration_posts(plan)},
         "calibration_revision": _revision(),
         "stages_s": record["stages_s"] | {k: plan.stages[k] for k in ("calibrate", "evaluate")},
         "metrics": headline_metrics(figures),
@@ -232,9 +235,11 @@ def _add_training_time(run_dir: Path, seconds: float) -> float:
 
 def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict[str, Any]]:
     """Dev figures of every checkpoint of the run (and of the untuned base at step 0), on the
-    first ``plan.curve_examples`` dev examples, each checkpoint applied to the base GGUF by the
-    serving engine (llama.cpp's run-time LoRA: seconds per checkpoint, not minutes)."""
+    first ``plan.curve_examples`` dev examples and as many hand-written dev posts (under
+    ``"hand-written dev"``), each checkpoint applied to the base GGUF by the serving engine
+    (llama.cpp's run-time LoRA: seconds per checkpoint, not minutes). Uncalibrated."""
     records = load_records(dev)[: plan.curve_examples]
+    written = load_records(DEV_POSTS)[: plan.curve_examples]
     checkpoints = sorted(
         config.output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
     )
@@ -243,7 +248,7 @@ def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict
     for step, checkpoint in [(0, None), *((int(c.name.split("-")[1]), c) for c in checkpoints)]:
         # Kept in the run folder (which goes when the dataset changes): a rerun scores only
         # what it has not scored yet.
-        done = config.output_dir / "curve" / f"{step}-of-{len(records)}.json"
+        done = config.output_dir / "curve" / f"{step}-of-{len(records)}+{len(written)}.json"
         if done.is_file():
             rows.append(json.loads(done.read_text(encoding="utf-8")))
             continue
@@ -253,9 +258,14 @@ def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict
         engine = Engine(base, threads=plan.threads, lora_path=lora)
         try:
             figures = metrics(score_with(engine, records))
+            by_hand = metrics(score_with(engine, written))
         finally:
             engine.close()
-        rows.append({"step": step, "examples": step * per_step} | {k: figures[k] for k in HEADLINE})
+        rows.append(
+            {"step": step, "examples": step * per_step}
+            | {k: figures[k] for k in HEADLINE}
+            | {"hand-written dev": {k: by_hand[k] for k in HEADLINE}}
+        )
         log.info("learning curve: %s", rows[-1])
         done.parent.mkdir(exist_ok=True)
         done.write_text(json.dumps(rows[-1]), encoding="utf-8")
@@ -315,11 +325,11 @@ def latency(model: Path, texts: list[str], threads: int) -> float:
         engine.close()
 
 
-def calibrate(model: Path, dev: Path, plan: Build) -> tuple[Calibration, Calibration]:
-    """The calibration of ``model`` fitted on the first ``plan.calibration_examples`` of dev,
-    and the same fitted blind to the normalizer's evidence (the report shows what the evidence
-    is worth)."""
-    records = load_records(dev)[: plan.calibration_examples]
+def calibrate(model: Path, plan: Build) -> tuple[Calibration, Calibration]:
+    """The calibration of ``model`` fitted on the hand-written dev posts (the first
+    ``plan.calibration_examples``), and the same fitted blind to the normalizer's evidence (the
+    report shows what the evidence is worth)."""
+    records = load_records(DEV_POSTS)[: plan.calibration_examples]
     engine = Engine(model, threads=plan.threads, calibration=Calibration())
     try:
         observed = [
@@ -328,6 +338,12 @@ def calibrate(model: Path, dev: Path, plan: Build) -> tuple[Calibration, Calibra
     finally:
         engine.close()
     return fit(observed), fit([replace(o, evidence=NO_EVIDENCE) for o in observed])
+
+
+def _calibration_posts(plan: Build) -> str:
+    """What the manifest says the calibration was fitted on."""
+    count = len(load_records(DEV_POSTS)[: plan.calibration_examples])
+    return f"{count} posts of {DEV_POSTS.relative_to(ROOT).as_posix()}"
 
 
 def observe(engine: Engine, record: dict[str, Any]) -> Observed:
@@ -377,12 +393,17 @@ def report_text(record: dict[str, Any], figures: dict[tuple[str, str], dict[str,
     ]
     for (name, model), f in figures.items():
         lines.append(f"| {name} | {model} | " + " | ".join(cell(f[k]) for k in HEADLINE) + " |")
-    lines += ["", "## Learning curve (dev)", "", "| step | examples | " + " | ".join(HEADLINE)]
-    lines[-1] += " |"
-    lines.append("|---|---|" + "---|" * len(HEADLINE))
-    for row in record["learning_curve"]:
-        cells = " | ".join(cell(row[k]) for k in HEADLINE)
-        lines.append(f"| {row['step']} | {row['examples']} | {cells} |")
+    for title, figures_of in (
+        ("dev split", lambda row: row),
+        ("hand-written dev posts", lambda row: row.get("hand-written dev")),
+    ):
+        lines += ["", f"## Learning curve ({title}, uncalibrated)", ""]
+        lines += ["| step | examples | " + " | ".join(HEADLINE) + " |"]
+        lines.append("|---|---|" + "---|" * len(HEADLINE))
+        for row in record["learning_curve"]:
+            if (row_figures := figures_of(row)) is not None:
+                cells = " | ".join(cell(row_figures[k]) for k in HEADLINE)
+                lines.append(f"| {row['step']} | {row['examples']} | {cells} |")
     lines += ["", "## Quantizations (chosen: the fastest that agrees with base + adapter)", ""]
     lines += ["| type | MB | label agreement | max P diff | ms/text | passed | chosen |"]
     lines.append("|---|---|---|---|---|---|---|")
@@ -446,9 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         "--eval-limit", type=int, default=800, help="evaluate the first N examples of each set"
     )
     parser.add_argument("--samples", type=int, default=48, help="dev texts to verify and time")
-    parser.add_argument("--curve-examples", type=int, default=150, help="dev texts per checkpoint")
+    parser.add_argument("--curve-examples", type=int, default=120, help="dev texts per checkpoint")
     parser.add_argument(
-        "--calibration-examples", type=int, default=1000, help="dev texts to calibrate on"
+        "--calibration-examples", type=int, help="hand-written dev posts to fit on (default: all)"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(

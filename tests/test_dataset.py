@@ -23,11 +23,14 @@ from algospeak.prompt import (
 from algospeak.taxonomy import HARM_CATEGORIES, SEVERITIES
 from training import dataset
 from training.dataset import (
+    HANDWRITTEN_REPEATS,
+    HANDWRITTEN_TRAIN,
     OBFUSCATION_NAMES,
     DatasetError,
     Splits,
     build,
     load_extra,
+    load_handwritten,
     main,
     record,
     write,
@@ -87,9 +90,14 @@ def test_records_follow_the_prompt_contract(small: tuple[Splits, Path]) -> None:
 
 
 def test_no_duplicates_on_normalized_text_and_label(small: tuple[Splits, Path]) -> None:
+    """Each post once, except the hand-written ones, each exactly HANDWRITTEN_REPEATS times."""
     _, out = small
-    keys = [(r["normalized"], r["label"]) for r in _all(out)]
-    assert len(keys) == len(set(keys))
+    keys = {True: Counter[tuple[str, str]](), False: Counter[tuple[str, str]]()}
+    for r in _all(out):
+        keys[r["provenance"]["family"] == "handwritten"][(r["normalized"], r["label"])] += 1
+    assert set(keys[False].values()) == {1}
+    assert set(keys[True].values()) == {HANDWRITTEN_REPEATS}
+    assert not keys[True].keys() & keys[False].keys()
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -348,6 +356,57 @@ def test_extra_errors_name_file_and_row(
     assert message in str(caught.value)
 
 
+def test_hand_written_posts_go_to_train_only_each_repeated(tmp_path: Path) -> None:
+    posts = _write(
+        tmp_path / "posts.yaml",
+        "posts:\n"
+        '  - {text: "my own post about soup", label: safe, category: none, severity: none}\n'
+        '  - {text: "u r worthless, go away", label: harmful, category: harassment,'
+        " severity: medium, tags: [plain]}\n",
+    )
+    splits = build(seed=13, size=200, handwritten=posts)
+    written = Counter(e.text for e in splits.train if e.family == "handwritten")
+    texts = ("my own post about soup", "u r worthless, go away")
+    assert written == dict.fromkeys(texts, HANDWRITTEN_REPEATS)
+    assert not any(e.family == "handwritten" for e in splits.dev + splits.test)
+    without = build(seed=13, size=200, handwritten=None)
+    assert not any(e.family == "handwritten" for e in without.train)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("posts:\n  - {text: hi, label: safe, category: hate, severity: none}\n", "row 1"),
+        ("posts:\n  - {text: a, label: safe, category: none, severity: none}\n  - 7\n", "row 2"),
+        ("items: []\n", "'posts:' list"),
+        ("posts: [\n", "'posts:' list"),
+    ],
+)
+def test_hand_written_errors_name_file_and_post(tmp_path: Path, content: str, message: str) -> None:
+    path = _write(tmp_path / "posts.yaml", content)
+    with pytest.raises(DatasetError) as caught:
+        load_handwritten(path)
+    assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_the_hand_written_sets_share_no_post() -> None:
+    """Training posts, dev posts (calibration) and the evaluation set are separate: no post of
+    one is in another, even up to normalization."""
+    root = Path(__file__).resolve().parent.parent
+    sets = {
+        "train": HANDWRITTEN_TRAIN,
+        "dev": root / "training" / "handwritten" / "dev.yaml",
+        "evaluation": root / "tests" / "data" / "classifier_handwritten.yaml",
+    }
+    seen: dict[str, str] = {}
+    for name, path in sets.items():
+        examples = load_handwritten(path)
+        assert len(examples) >= 250, name
+        for example in examples:
+            key = normalize(example.text).normalized.lower().strip()
+            assert seen.setdefault(key, name) == name, (name, seen[key], example.text)
+
+
 def test_cli_reports_bad_extra_and_builds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -449,9 +508,10 @@ def test_with_reasons_the_answer_ends_with_its_reason_line(small: tuple[Splits, 
 
 def test_reasons_draw_no_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
     # Reasons were added after datasets had been built: the same seed must give the same posts.
-    with_reasons = build(seed=13, size=300)
+    # Template posts only: the hand-written ones bring their own reasons.
+    with_reasons = build(seed=13, size=300, handwritten=None)
     monkeypatch.setattr(dataset.templates, "_reason", lambda template, values: "")
-    without = build(seed=13, size=300)
+    without = build(seed=13, size=300, handwritten=None)
     for (name, part), (_, other) in zip(with_reasons.items(), without.items(), strict=True):
         assert [e.provenance | {"text": e.text, "answer": e.answer} for e in part] == [
             e.provenance | {"text": e.text, "answer": e.answer} for e in other

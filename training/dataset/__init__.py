@@ -9,7 +9,9 @@ pure functions of ``obfuscation``. Each example also carries a short reason (fro
 family's ``reason``, its code and that code's meaning); with ``--reasons`` the chat answer
 ends with it as the contract's reason line. Whole families and ~10% of the lexicon entries
 used are held out of train, so the test split (only examples with an unseen family or entry)
-measures generalization. Prompts and answers come only from :mod:`algospeak.prompt`, so the
+measures generalization. Posts written by hand (``training/handwritten/train.yaml``: real-sounding
+and ordinary posts that templates do not produce) are added to train only, each
+``HANDWRITTEN_REPEATS`` times. Prompts and answers come only from :mod:`algospeak.prompt`, so the
 training text is the served text by construction. Pure Python: no torch here.
 
 Modules: ``examples`` (the example, the splits, the error), ``obfuscation`` (disguises),
@@ -21,6 +23,8 @@ from training.dataset.build import (
     DEFAULT_SEED,
     DEFAULT_SIZE,
     DEV_SEEN_SHARE,
+    HANDWRITTEN_REPEATS,
+    HANDWRITTEN_TRAIN,
     HELD_OUT_ENTRY_SHARE,
     TEST_UNSEEN_SHARE,
     build,
@@ -41,13 +45,15 @@ from training.dataset.obfuscation import (
     spacing,
 )
 from training.dataset.templates import TEMPLATES, load_templates
-from training.dataset.user_data import load_extra
+from training.dataset.user_data import load_extra, load_handwritten
 from training.dataset.writing import card_text, record, write
 
 __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_SIZE",
     "DEV_SEEN_SHARE",
+    "HANDWRITTEN_REPEATS",
+    "HANDWRITTEN_TRAIN",
     "HELD_OUT_ENTRY_SHARE",
     "OBFUSCATIONS",
     "OBFUSCATION_NAMES",
@@ -67,6 +73,7 @@ __all__ = [
     "invisible",
     "leetspeak",
     "load_extra",
+    "load_handwritten",
     "load_templates",
     "main",
     "masking",

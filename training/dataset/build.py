@@ -14,7 +14,7 @@ from pathlib import Path
 
 from training.dataset.examples import SPLITS, DatasetError, Example, Splits, dedup_key
 from training.dataset.templates import TEMPLATES, Family, generate, load_templates
-from training.dataset.user_data import load_extra
+from training.dataset.user_data import load_extra, load_handwritten
 
 log = logging.getLogger(__name__)
 
@@ -26,32 +26,41 @@ HELD_OUT_ENTRY_SHARE = 0.10
 DEV_SEEN_SHARE = 0.06
 # Share of unseen examples that go to test (the rest go to dev).
 TEST_UNSEEN_SHARE = 0.6
+# Posts written by hand for training: real-sounding posts, ordinary ones among them, that
+# templates do not produce. All go to train (dev and test stay template-made; the hand-written
+# dev and evaluation sets are separate files).
+HANDWRITTEN_TRAIN = Path(__file__).resolve().parent.parent / "handwritten" / "train.yaml"
+# Each hand-written post is in train this many times: a few hundred among ~17,000 template
+# posts would otherwise be seen about once in a run.
+HANDWRITTEN_REPEATS = 3
 
 
-def build(seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, extra: Iterable[Path] = ()) -> Splits:
-    """Build the splits. The same ``(seed, size, extra)`` always gives the same splits.
+def build(
+    seed: int = DEFAULT_SEED,
+    size: int = DEFAULT_SIZE,
+    extra: Iterable[Path] = (),
+    handwritten: Path | None = HANDWRITTEN_TRAIN,
+) -> Splits:
+    """Build the splits. The same ``(seed, size, extra, handwritten)`` always gives the same
+    splits.
 
     Generates about ``size`` distinct examples (deduplicated on normalized text + label),
-    holds out families and entries from train, and adds valid ``extra`` rows to train.
-    Raises DatasetError for bad templates or extra files.
+    holds out families and entries from train, and adds the ``handwritten`` posts
+    (``HANDWRITTEN_REPEATS`` times each) and valid ``extra`` rows to train.
+    Raises DatasetError for bad templates, hand-written or extra files.
     """
     if size < 1:
         raise DatasetError(f"size must be positive, got {size}")
     slots, families = load_templates(TEMPLATES)
+    written = load_handwritten(handwritten) if handwritten else []
     extras = [example for path in extra for example in load_extra(Path(path))]
     held_families = _held_out_families(families, random.Random(f"{seed}:families"))
     held_entries = _held_out_entries(families, random.Random(f"{seed}:entries"))
 
     examples = _sample(families, slots, seed, size)
     seen_keys = {dedup_key(e) for e in examples}
-    kept_extras = []
-    for example in extras:
-        if dedup_key(example) in seen_keys:
-            continue
-        seen_keys.add(dedup_key(example))
-        kept_extras.append(example)
-    if len(kept_extras) < len(extras):
-        log.warning("dropped %d duplicate extra rows", len(extras) - len(kept_extras))
+    kept_written = _new(written, seen_keys, "hand-written posts")
+    kept_extras = _new(extras, seen_keys, "extra rows")
 
     split_rng = random.Random(f"{seed}:split")
     parts: dict[str, list[Example]] = {name: [] for name in SPLITS}
@@ -61,7 +70,7 @@ def build(seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, extra: Iterable[Pa
             parts["test" if split_rng.random() < TEST_UNSEEN_SHARE else "dev"].append(example)
         else:
             parts["dev" if split_rng.random() < DEV_SEEN_SHARE else "train"].append(example)
-    parts["train"] += kept_extras
+    parts["train"] += kept_written * HANDWRITTEN_REPEATS + kept_extras
     for name in SPLITS:
         split_rng.shuffle(parts[name])
     splits = Splits(
@@ -76,6 +85,18 @@ def build(seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, extra: Iterable[Pa
     )
     _check_balance(splits)
     return splits
+
+
+def _new(examples: list[Example], seen_keys: set[tuple[str, str]], what: str) -> list[Example]:
+    """``examples`` without duplicates of one another or of ``seen_keys`` (which grows)."""
+    kept = []
+    for example in examples:
+        if dedup_key(example) not in seen_keys:
+            seen_keys.add(dedup_key(example))
+            kept.append(example)
+    if len(kept) < len(examples):
+        log.warning("dropped %d duplicate %s", len(examples) - len(kept), what)
+    return kept
 
 
 def _held_out_families(families: Sequence[Family], rng: random.Random) -> set[str]:

@@ -15,6 +15,8 @@ from algospeak.prompt import Answer
 
 SPLITS = ("train", "dev", "test")
 USER_FAMILY = "user"
+# Posts written by hand for training (``training/handwritten/train.yaml``), not by templates.
+HANDWRITTEN_FAMILY = "handwritten"
 
 
 class DatasetError(ValueError):

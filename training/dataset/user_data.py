@@ -9,7 +9,7 @@ from typing import Any
 
 from algospeak.prompt import AnswerError
 from algospeak.taxonomy import CATEGORY_NAMES
-from training.dataset.examples import USER_FAMILY, DatasetError, Example
+from training.dataset.examples import HANDWRITTEN_FAMILY, USER_FAMILY, DatasetError, Example
 
 
 def load_extra(path: Path) -> list[Example]:
@@ -29,6 +29,32 @@ def load_extra(path: Path) -> list[Example]:
     else:
         raise DatasetError(f"{path}: extra data must be a .csv or .jsonl file")
     return [_extra_example(row, path, number) for number, row in rows]
+
+
+def load_handwritten(path: Path) -> list[Example]:
+    """The posts of a hand-written set (YAML: ``posts:``, each with ``text``, ``label``,
+    ``category``, ``severity``, optional ``tags`` and ``language``) as examples of family
+    ``handwritten``. Raises DatasetError naming the file and the 1-based post of the first bad
+    one."""
+    import yaml
+
+    path = Path(path)
+    try:
+        posts = yaml.safe_load(path.read_text(encoding="utf-8"))["posts"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: not a hand-written set (a 'posts:' list): {exc}") from exc
+    return [
+        _extra_example(_with_language(row), path, number, family=HANDWRITTEN_FAMILY)
+        for number, row in enumerate(posts, start=1)
+    ]
+
+
+def _with_language(row: Any) -> Any:
+    """A hand-written post is in English unless it says otherwise (``language``) or is tagged
+    ``multilingual`` (language undetermined)."""
+    if not isinstance(row, dict) or "language" in row:
+        return row
+    return row | {"language": "und" if "multilingual" in (row.get("tags") or ()) else "en"}
 
 
 _EXTRA_FIELDS = ("text", "label", "category", "severity")
@@ -57,8 +83,12 @@ def _jsonl_rows(raw: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _extra_example(row: dict[str, Any], path: Path, number: int) -> Example:
+def _extra_example(
+    row: dict[str, Any], path: Path, number: int, family: str = USER_FAMILY
+) -> Example:
     where = f"{path}: row {number}"
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: must be a mapping")
     for name in _EXTRA_FIELDS:
         if not isinstance(row.get(name), str):
             raise DatasetError(f"{where}: {name!r} must be a string")
@@ -71,9 +101,7 @@ def _extra_example(row: dict[str, Any], path: Path, number: int) -> Example:
     if not isinstance(reason, str) or "\n" in reason.strip():
         raise DatasetError(f"{where}: 'reason' must be one line of text")
     try:
-        return Example(
-            text, *values, family=USER_FAMILY, language=str(language), reason=reason.strip()
-        )
+        return Example(text, *values, family=family, language=str(language), reason=reason.strip())
     except AnswerError as exc:
         raise DatasetError(f"{where}: {exc}") from exc
 

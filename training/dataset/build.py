@@ -30,8 +30,8 @@ TEST_UNSEEN_SHARE = 0.6
 # templates do not produce. All go to train (dev and test stay template-made; the hand-written
 # dev and evaluation sets are separate files).
 HANDWRITTEN_TRAIN = Path(__file__).resolve().parent.parent / "handwritten" / "train.yaml"
-# Each hand-written post is in train this many times: a few hundred among ~17,000 template
-# posts would otherwise be seen about once in a run.
+# Each hand-written post is in train this many times: a run sees under half of train, so a
+# post there once would mostly go unseen among ~17,000 template posts.
 HANDWRITTEN_REPEATS = 3
 
 

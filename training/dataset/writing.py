@@ -10,7 +10,14 @@ from typing import Any
 
 from algospeak.lexicon import load_lexicon
 from algospeak.prompt import SYSTEM, build_messages, format_answer, user_content
-from training.dataset.examples import SPLITS, Example, Splits, normalization_of
+from training.dataset.build import HANDWRITTEN_REPEATS
+from training.dataset.examples import (
+    HANDWRITTEN_FAMILY,
+    SPLITS,
+    Example,
+    Splits,
+    normalization_of,
+)
 
 
 def record(example: Example, *, reasons: bool = False) -> dict[str, Any]:
@@ -75,6 +82,18 @@ def _by(splits: Splits, attribute: Callable[[Example], str]) -> dict[str, Counte
     return rows
 
 
+def _handwritten_note(splits: Splits) -> list[str]:
+    """The card's sentence on the hand-written training posts, if train holds any."""
+    rows = sum(e.family == HANDWRITTEN_FAMILY for e in splits.train)
+    if not rows:
+        return []
+    return [
+        f"Train also holds {rows // HANDWRITTEN_REPEATS} posts written by hand "
+        f"(`training/handwritten/train.yaml`, family `{HANDWRITTEN_FAMILY}`), "
+        f"{HANDWRITTEN_REPEATS} times each."
+    ]
+
+
 def card_text(splits: Splits, *, reasons: bool = False) -> str:
     """The dataset card: counts per split and label, category, obfuscation, language and
     family, what is held out, the seed and how to rebuild."""
@@ -89,6 +108,7 @@ def card_text(splits: Splits, *, reasons: bool = False) -> str:
         f"lexicon {lexicon.version} codes (sha256 `{lexicon.sha256[:12]}`), obfuscated by "
         "the builder; labels follow the family's rule. Generated, not collected: a "
         "starting point for fine-tuning, not a measure of real-world traffic.",
+        *_handwritten_note(splits),
         "",
         f"- seed: {splits.seed}",
         f"- size: {splits.size}",

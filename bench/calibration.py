@@ -67,9 +67,10 @@ def cross_validated(
     if blind:
         observed = [replace(o, evidence=NO_EVIDENCE) for o in observed]
         also = also and [replace(o, evidence=NO_EVIDENCE) for o in also]
+    fitted_on_also = fit(also) if also else None
     results = []
     for fold in range(folds):
-        fitted = fit(also or [o for i, o in enumerate(observed) if i % folds != fold])
+        fitted = fitted_on_also or fit([o for i, o in enumerate(observed) if i % folds != fold])
         results += [
             decided(fitted, o, records[i]) for i, o in enumerate(observed) if i % folds == fold
         ]

@@ -392,12 +392,9 @@ def test_hand_written_errors_name_file_and_post(tmp_path: Path, content: str, me
 def test_the_hand_written_sets_share_no_post() -> None:
     """Training posts, dev posts (calibration) and the evaluation set are separate: no post of
     one is in another, even up to normalization."""
-    root = Path(__file__).resolve().parent.parent
-    sets = {
-        "train": HANDWRITTEN_TRAIN,
-        "dev": root / "training" / "handwritten" / "dev.yaml",
-        "evaluation": root / "tests" / "data" / "classifier_handwritten.yaml",
-    }
+    from recipes.default_model import DEV_POSTS, HANDWRITTEN
+
+    sets = {"train": HANDWRITTEN_TRAIN, "dev": DEV_POSTS, "evaluation": HANDWRITTEN}
     seen: dict[str, str] = {}
     for name, path in sets.items():
         examples = load_handwritten(path)

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import product
+from itertools import pairwise, product
 from string import ascii_lowercase
 from typing import TypeVar
 
@@ -56,6 +56,9 @@ TOKEN = re.compile(rf"(?:[^\W_]|[{re.escape(_SYMBOLS)}])+")
 # A token holding symbols reads as a word only with this many letters: with fewer it is more
 # often a number or a model name ("m14", "c47", "3d") than a disguise.
 MIN_LETTERS = 2
+# A spaced-out ordinary word next to a code has at least this many letters ("y o u" is too
+# short to tell from initials).
+MIN_SPACED_WORD = 4
 # Spaced-out letters read as a word only from this many on: "s h" or "e d" are too often
 # initials or stray letters.
 MIN_SPACED = 3
@@ -210,6 +213,32 @@ class Matcher:
             if any(key != word for key in self._walks(letters)):
                 continue
             found.append(WordReading(start, end, word, _disguise_rules(letters)))
+        return found
+
+    def spaced_readings(self, text: str, taken: list[tuple[int, int]]) -> list[WordReading]:
+        """Spaced-out letters of folded ``text`` that spell exactly one common English word
+        ("y.o.u.r.s.e.l.f"), read only in a run that also spells a lexicon match ("k.i.l.l
+        y.o.u.r.s.e.l.f"; the ``taken`` stretches): on their own, spaced letters are more
+        often emphasis ("G O A L") than a disguise. A run that mixes joiners and blanks is one
+        word per blank-separated piece; every piece holds at least ``MIN_SPACED_WORD`` letters."""
+        if not taken:
+            return []  # the common case: no code, so nothing to read around one
+        tokens = [m.span() for m in TOKEN.finditer(text)]
+        found: list[WordReading] = []
+        for run, rule in _groups(text, tokens):
+            if rule != "spacing" or not _inside(run[0][0], run[-1][1], taken):
+                continue
+            for piece in _pieces(text, run):
+                start, end = piece[0][0], piece[-1][1]
+                letters = "".join(text[s:e] for s, e in piece)
+                if len(piece) < MIN_SPACED_WORD or _inside(start, end, taken):
+                    continue
+                if not all(c.isalpha() or c in LEET or c == MASK for c in letters):
+                    continue
+                words = _common_readings(letters)
+                if len(words) == 1:
+                    rules = frozenset({"spacing"}) | _disguise_rules(letters)
+                    found.append(WordReading(start, end, words[0], rules))
         return found
 
     def _insert(self, letters: str, key: str) -> None:
@@ -536,6 +565,21 @@ def _groups(text: str, tokens: list[tuple[int, int]]) -> list[tuple[list[tuple[i
         if len(run) >= 2:
             groups.append((run, rule))
     return groups
+
+
+def _pieces(text: str, run: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """A spaced run split into words: at its blanks when other joiners link its letters
+    ("k.i.l.l y.o.u" is two words), whole when only blanks do ("y o u r s e l f")."""
+    gaps = [text[a[1] : b[0]] for a, b in pairwise(run)]
+    if all(gap == " " for gap in gaps):
+        return [run]
+    pieces = [[run[0]]]
+    for gap, token in zip(gaps, run[1:], strict=True):
+        if gap == " ":
+            pieces.append([token])
+        else:
+            pieces[-1].append(token)
+    return pieces
 
 
 def _linked(text: str, left: tuple[int, int], right: tuple[int, int], rule: str) -> bool:

@@ -102,6 +102,7 @@ class _Found:
     replacement: str
     rules: frozenset[str]
     sentence: int
+    on_person: bool = False  # a verb reading aimed at a person ("grape u", "graping girls")
     confirmed: bool = False
     reason: str = ""
 
@@ -119,6 +120,7 @@ class Normalizer:
         # Ordinary words in disguise: spelled out, and cues for the matches' contexts.
         taken = [(m.start, m.end) for m in matches]
         readings = self._matcher.word_readings(folded.text, taken)
+        readings += self._matcher.spaced_readings(folded.text, taken)
         context = Context(folded.text, [(r.start, r.word) for r in readings])
         placed = (self._place(text, folded, context, match) for match in matches)
         found = [f for f in placed if not _in_emoji_sequence(text, f)]
@@ -155,11 +157,14 @@ class Normalizer:
         entry = match.entry
         replacement = entry.variants[match.variant]
         # An inflected variant already says which part of speech it is ("pew pewed": shot).
-        if entry.verb and replacement == entry.meaning and _as_verb(text, start, end):
+        inflected = replacement != entry.meaning
+        if entry.verb and not inflected and _as_verb(text, start, end):
             replacement = entry.verb
+        verbal = entry.verb is not None or (inflected and replacement.endswith(("ed", "ing")))
+        on_person = verbal and _on_person(text, end)
         replacement = _match_case(replacement, original)
         sentence = context.sentence_of(match.start)
-        return _Found(match, start, end, original, replacement, rules, sentence)
+        return _Found(match, start, end, original, replacement, rules, sentence, on_person)
 
     def _decide(self, found: list[_Found], context: Context) -> None:
         """Confirm unambiguous matches; confirm ambiguous ones whose context supports them,
@@ -175,6 +180,8 @@ class Normalizer:
                 f.confirmed, f.reason = True, f"written in disguise ({', '.join(disguise)})"
             elif veto:
                 f.reason = f"context points to the ordinary meaning ('{veto}')"
+            elif f.on_person:
+                f.confirmed, f.reason = True, f"used as a verb on a person ('{f.replacement}')"
             else:
                 f.reason = "no nearby context supports the coded reading"
                 pending.append(f)
@@ -247,10 +254,11 @@ def _word_spans(text: str, folded: Folded, readings: list[WordReading]) -> list[
     return spans
 
 
-# A password or a name introduced as such: its spelling is the thing itself, not a disguise.
+# A password or a name introduced as such ("password tip: p4ssw0rd"): its spelling is the
+# thing itself, not a disguise.
 _CREDENTIAL = re.compile(
     r"\b(?:password|passwd|passcode|pass|pw|pwd|pin|username|user name|login|gamertag|"
-    r"gamer tag|tag|ign|handle|nickname|nick|wifi)\s*(?:is|was|:|=|-)?\s*[\"'`]?$",
+    r"gamer tag|tag|ign|handle|nickname|nick|wifi)(?: \w+)?\s*(?:is|was|:|=|-)?\s*[\"'`]?$",
     re.IGNORECASE,
 )
 
@@ -267,15 +275,27 @@ def _changes(f: _Found) -> bool:
     return f.match.entry.kind == "code" or bool(f.rules)
 
 
+# People as a verb's object: a code with a verb reading aimed at one of them is meant as that
+# verb ("i'll grape u", "graping girls for years"), whatever else the sentence holds.
+_PERSONS = frozenset({
+    "him", "her", "them", "you", "u", "ya", "yall", "me", "us", "everyone", "everybody",
+    "somebody", "someone", "anyone", "anybody", "whoever", "people", "girls", "boys", "kids",
+    "children", "women", "men", "students", "yourself", "urself", "myself", "himself",
+    "herself", "themselves", "ourselves",
+})  # fmt: skip
 # Words that start a verb's object: after one of them, a code with a verb reading is a verb
 # ("pew pew the whole school", "pew pew them").
-_OBJECT_STARTS = frozenset({
-    "the", "a", "an", "my", "your", "ur", "his", "her", "their", "our", "this", "that", "these",
-    "those", "every", "each", "all", "him", "them", "you", "u", "me", "us", "everyone",
-    "everybody", "somebody", "someone", "people", "up", "yourself", "urself", "myself",
-    "himself", "herself", "themselves", "ourselves",
-})  # fmt: skip
+_OBJECT_STARTS = _PERSONS | {
+    "the", "a", "an", "my", "your", "ur", "his", "their", "our", "this", "that", "these",
+    "those", "every", "each", "all", "up",
+}  # fmt: skip
 _NEXT_WORD = re.compile(r"\s+([^\W\d_]+)")
+
+
+def _on_person(text: str, end: int) -> bool:
+    """Whether a person is the object of the word ending at ``text[end]`` (see ``_PERSONS``)."""
+    following = _NEXT_WORD.match(text, end)
+    return following is not None and following.group(1).lower() in _PERSONS
 
 
 # Words after which a code with a verb reading is a verb ("wanna 🪦" is "wanna die").

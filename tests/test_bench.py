@@ -89,6 +89,26 @@ def test_train_bench_measures_the_preset(smollm2_gguf) -> None:
     assert "all-layers" in result.stdout.split("vs preset")[-1]
 
 
+def test_checkpoints_bench_compares_real_runs_at_the_same_step(smollm2_hf, tmp_path) -> None:
+    from training.config import TrainConfig
+    from training.dataset import build, write
+    from training.train import main
+
+    write(build(seed=3, size=200), tmp_path / "data")
+    for run, layers in (("baseline", 1), ("lever", 2)):
+        settings = dict(base=str(smollm2_hf), dataset=tmp_path / "data", device="cpu")
+        settings |= dict(load_in_4bit=False, batch_size=1, max_steps=1, save_steps=1)
+        main(TrainConfig(output_dir=tmp_path / run, lora_layers=layers, max_length=128, **settings))
+    command = [sys.executable, "bench/checkpoints.py", str(tmp_path / "baseline")]
+    command += [str(tmp_path / "lever"), str(tmp_path / "none"), "--steps", "1"]
+    command += ["--posts", "4", "--threads", "2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[2].rstrip(":"): line for line in result.stdout.splitlines()[1:]}
+    assert rows["baseline"].count("(+0.000)") >= 4  # the baseline against itself
+    assert rows["lever"].count("(") >= 4 and "no checkpoint" in rows["none"]
+
+
 @pytest.mark.server
 def test_load_bench_runs_each_layout_against_the_real_service(
     smollm2_gguf: Path, tmp_path: Path

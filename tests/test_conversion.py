@@ -366,7 +366,9 @@ def test_hf_scorer_and_engine_see_the_same_tokens_and_close_probabilities(
 def test_smollm2_adapter_to_verified_gguf(smollm2_hf, dataset, converter, tmp_path) -> None:
     from conversion.pipeline import run_all
 
-    adapter = train("smollm2-135m-instruct", dataset, tmp_path / "run", max_steps=1)
+    # Two steps, not one: after a single step at this learning rate the model sits at the
+    # label boundary on many texts, where Q8_0's rounding (P differences up to 0.11) flips them.
+    adapter = train("smollm2-135m-instruct", dataset, tmp_path / "run")
     built = run_all(adapter, tmp_path / "out", types=("Q8_0",), samples=24, threads=THREADS)
     (report,) = built.reports
     assert report.passed and report.samples == 24

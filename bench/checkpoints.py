@@ -22,21 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from artifacts.bases import fetch  # noqa: E402
-from conversion.convert import convert_lora  # noqa: E402
-from recipes.default_model import BASE, DEV_POSTS, HEADLINE, cell  # noqa: E402
-from service.engine import Engine  # noqa: E402
-from training.evaluate import load_records, metrics, score_with  # noqa: E402
-
-
-def figures(base: Path, checkpoint: Path, records: list, threads: int, work: Path) -> dict:
-    """The headline figures of ``checkpoint`` applied to ``base`` on ``records``."""
-    lora = convert_lora(checkpoint, work / f"{checkpoint.parent.name}-{checkpoint.name}.gguf")
-    engine = Engine(base, threads=threads, lora_path=lora)
-    try:
-        found = metrics(score_with(engine, records))
-    finally:
-        engine.close()
-    return {k: found[k] for k in HEADLINE}
+from recipes.default_model import BASE, DEV_POSTS, HEADLINE, cell, checkpoint_figures  # noqa: E402
+from training.evaluate import load_records  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not checkpoint.is_dir():
                     print(f"step {step:5}  {run.name}: no checkpoint")
                     continue
-                row = figures(base, checkpoint, records, args.threads, Path(scratch))
+                (row,) = checkpoint_figures(
+                    base, checkpoint, [records], args.threads, Path(scratch)
+                )
                 baseline = baseline or row
                 cells = "  ".join(
                     f"{cell(row[k])} ({row[k] - baseline[k]:+.3f})"

@@ -233,6 +233,23 @@ def _add_training_time(run_dir: Path, seconds: float) -> float:
     return total
 
 
+def checkpoint_figures(
+    base: Path, checkpoint: Path | None, record_sets: list[list], threads: int, work: Path
+) -> list[dict[str, Any]]:
+    """The headline figures of ``checkpoint`` (None: the untuned base) applied to ``base`` at
+    run time by the serving engine, one dict per record set, uncalibrated. The checkpoint's
+    GGUF LoRA is written under ``work``."""
+    lora = None
+    if checkpoint is not None:
+        lora = convert_lora(checkpoint, work / f"{checkpoint.parent.name}-{checkpoint.name}.gguf")
+    engine = Engine(base, threads=threads, lora_path=lora)
+    try:
+        found = [metrics(score_with(engine, records)) for records in record_sets]
+    finally:
+        engine.close()
+    return [{k: figures[k] for k in HEADLINE} for figures in found]
+
+
 def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict[str, Any]]:
     """Dev figures of every checkpoint of the run (and of the untuned base at step 0), on the
     first ``plan.curve_examples`` dev examples and as many hand-written dev posts (under
@@ -252,19 +269,11 @@ def learning_curve(config: Any, base: Path, dev: Path, plan: Build) -> list[dict
         if done.is_file():
             rows.append(json.loads(done.read_text(encoding="utf-8")))
             continue
-        lora = None
-        if checkpoint is not None:
-            lora = convert_lora(checkpoint, plan.work_dir / "curve" / f"{checkpoint.name}.gguf")
-        engine = Engine(base, threads=plan.threads, lora_path=lora)
-        try:
-            figures = metrics(score_with(engine, records))
-            by_hand = metrics(score_with(engine, written))
-        finally:
-            engine.close()
+        figures, by_hand = checkpoint_figures(
+            base, checkpoint, [records, written], plan.threads, plan.work_dir / "curve"
+        )
         rows.append(
-            {"step": step, "examples": step * per_step}
-            | {k: figures[k] for k in HEADLINE}
-            | {"hand-written dev": {k: by_hand[k] for k in HEADLINE}}
+            {"step": step, "examples": step * per_step} | figures | {"hand-written dev": by_hand}
         )
         log.info("learning curve: %s", rows[-1])
         done.parent.mkdir(exist_ok=True)

@@ -62,6 +62,10 @@ NAME = "algospeak-smollm2-135m-lora"
 BASE = "smollm2-135m-instruct"
 PRESET = PRESETS / "smollm2-135m-default.yaml"
 CANDIDATES = ("Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0")
+# Latencies this close are noise on a shared 2-core machine, so among them the most precise
+# file is served: in one build Q4_0 timed 6 % faster than Q8_0 (109 against 116 ms per text)
+# and scored 3 points lower in category accuracy on the 800 hand-written dev posts.
+SPEED_TOLERANCE = 0.10
 ROOT = Path(__file__).resolve().parent.parent
 HANDWRITTEN = ROOT / "tests" / "data" / "classifier_handwritten.yaml"
 # Posts written by hand like the evaluation set's (but never it): the calibration is fitted on
@@ -285,8 +289,7 @@ def choose(
     base: Path, adapter_gguf: Path, adapter: Path, dev: Path, plan: Build
 ) -> list[dict[str, Any]]:
     """Make every candidate quantization as serving makes it, verify it against base + adapter
-    in Hugging Face and time it on dev texts; the chosen one is the fastest that passes (ties:
-    the larger file, i.e. more precision)."""
+    in Hugging Face and time it on dev texts; the chosen one is the one ``pick`` returns."""
     texts = [r["text"] for r in load_records(dev)[: plan.samples]]
     merged = merge_lora(base, adapter_gguf, plan.work_dir / "merged-f16.gguf")
     scorer = HFScorer(resolve_base(BASE), adapter=adapter, threads=plan.threads)
@@ -310,12 +313,19 @@ def choose(
             }
         )
         log.info("%s", rows[-1])
+    pick(rows)["chosen"] = True
+    return rows
+
+
+def pick(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row to serve: of those that passed verification and timed within
+    ``SPEED_TOLERANCE`` of the fastest of them, the largest file (the most precise)."""
     passing = [row for row in rows if row["passed"]]
     if not passing:
         raise ConversionError(f"no quantization passed verification: {rows}")
-    best = min(passing, key=lambda row: (round(row["ms_per_text"]), -row["bytes"]))
-    best["chosen"] = True
-    return rows
+    fastest = min(row["ms_per_text"] for row in passing)
+    near = [row for row in passing if row["ms_per_text"] <= fastest * (1 + SPEED_TOLERANCE)]
+    return max(near, key=lambda row: row["bytes"])
 
 
 def latency(model: Path, texts: list[str], threads: int) -> float:

@@ -10,6 +10,7 @@ import pytest
 from algospeak import normalize
 from artifacts import shipped
 from artifacts.hashing import sha256_of
+from conversion.errors import ConversionError
 from recipes import default_model
 from service.engine import Engine
 
@@ -94,3 +95,18 @@ def test_recalibrating_refits_the_calibration_of_the_installed_adapter(
         and after["metrics"].keys() == built["metrics"].keys()
     )
     assert "by_category" in (folder / "report.md").read_text()
+
+
+def row(quantization: str, ms: float, size: int, passed: bool = True) -> dict[str, object]:
+    return {"quantization": quantization, "ms_per_text": ms, "bytes": size, "passed": passed}
+
+
+def test_the_most_precise_quantization_within_timing_noise_is_served() -> None:
+    rows = [row("Q4_0", 109, 92), row("Q4_K_M", 150, 105), row("Q8_0", 116, 145)]
+    assert default_model.pick(rows)["quantization"] == "Q8_0"
+    rows = [row("Q4_0", 60, 92), row("Q8_0", 116, 145)]
+    assert default_model.pick(rows)["quantization"] == "Q4_0"
+    rows = [row("Q4_0", 109, 92), row("Q8_0", 100, 145, passed=False)]
+    assert default_model.pick(rows)["quantization"] == "Q4_0"
+    with pytest.raises(ConversionError):
+        default_model.pick([row("Q8_0", 100, 145, passed=False)])

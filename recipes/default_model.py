@@ -124,7 +124,9 @@ def run(plan: Build) -> Path:
         write(build_dataset(), work / "dataset")
         data_sha = dataset_sha256(work / "dataset")
     with plan.stage("train"):
-        config = load_config(PRESET, [*_run_settings(work, data_sha), *plan.overrides])
+        config = load_config(
+            PRESET, [*_run_settings(work, data_sha, plan.overrides), *plan.overrides]
+        )
         adapter = train(config)
     seconds = _add_training_time(config.output_dir, plan.stages["train"])
     with plan.stage("curve"):
@@ -215,16 +217,18 @@ def headline_metrics(figures: dict[tuple[str, str], dict[str, Any]]) -> dict[str
     }
 
 
-def _run_settings(work: Path, data_sha: str) -> list[str]:
+def _run_settings(work: Path, data_sha: str, overrides: list[str]) -> list[str]:
     """The preset's overrides for this build: its dataset and run folder, resuming from a
-    checkpoint only when the run folder was trained on this very dataset."""
+    checkpoint only when the run folder was trained on this very dataset, preset and overrides
+    (a run resumed under another step count or schedule is not the run a fresh build makes)."""
     run_dir = work / "run"
-    stamp = run_dir / "dataset.sha256"
-    if run_dir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != data_sha):
-        log.info("%s was trained on another dataset: starting over", run_dir)
+    stamp = run_dir / "run.sha256"
+    key = hashlib.sha256("\0".join([data_sha, PRESET.read_text(), *overrides]).encode())
+    if run_dir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != key.hexdigest()):
+        log.info("%s was trained on another dataset or preset: starting over", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(data_sha + "\n")
+    stamp.write_text(key.hexdigest() + "\n")
     return [f"dataset={work / 'dataset'}", f"output_dir={run_dir}", "resume=true"]
 
 

@@ -110,3 +110,19 @@ def test_the_most_precise_quantization_within_timing_noise_is_served() -> None:
     assert default_model.pick(rows)["quantization"] == "Q4_0"
     with pytest.raises(ConversionError):
         default_model.pick([row("Q8_0", 100, 145, passed=False)])
+
+
+def test_a_run_resumes_only_under_the_same_dataset_preset_and_overrides(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "checkpoint-100"
+
+    def settings(data_sha: str, overrides: list[str]) -> bool:
+        """Whether the run folder's checkpoint survived the build's settings."""
+        default_model._run_settings(tmp_path, data_sha, overrides)
+        kept = checkpoint.is_dir()
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        return kept
+
+    settings("a", ["max_steps=2"])
+    assert settings("a", ["max_steps=2"])
+    assert not settings("a", ["max_steps=3"])  # another schedule: starting over
+    assert not settings("b", ["max_steps=3"])  # another dataset

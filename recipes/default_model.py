@@ -224,12 +224,12 @@ def _run_settings(work: Path, data_sha: str, overrides: list[str]) -> list[str]:
     (a run resumed under another step count or schedule is not the run a fresh build makes)."""
     run_dir = work / "run"
     stamp = run_dir / "run.sha256"
-    key = hashlib.sha256("\0".join([data_sha, PRESET.read_text(), *overrides]).encode())
-    if run_dir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != key.hexdigest()):
+    key = hashlib.sha256("\0".join([data_sha, PRESET.read_text(), *overrides]).encode()).hexdigest()
+    if run_dir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != key):
         log.info("%s was trained on another dataset or preset: starting over", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(key.hexdigest() + "\n")
+    stamp.write_text(key + "\n")
     return [f"dataset={work / 'dataset'}", f"output_dir={run_dir}", "resume=true"]
 
 
